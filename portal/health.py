@@ -1,0 +1,60 @@
+"""Health of the portal database, the task cluster and every managed cluster, for /health."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from django.db import connection
+from django.utils import timezone
+from django_q.brokers import get_broker
+from django_q.conf import Conf
+from django_q.status import Stat
+
+from portal.models import ManagedCluster
+
+
+@dataclass
+class Check:
+    ok: bool
+    detail: str = ""
+
+
+def portal_database() -> Check:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception as exc:
+        return Check(False, f"portal database unreachable: {exc}")
+    return Check(True, "ok")
+
+
+def task_cluster() -> Check:
+    try:
+        stats = Stat.get_all(get_broker())
+    except Exception as exc:
+        return Check(False, f"cannot read task cluster state: {exc}")
+    running = [s for s in stats if s.status != Conf.STOPPED]
+    if not running:
+        return Check(False, "no django-q2 cluster is running (start it: manage.py qcluster)")
+    workers = sum(len(s.workers) for s in running)
+    return Check(True, f"{len(running)} cluster(s), {workers} worker(s)")
+
+
+def managed_cluster(cluster: ManagedCluster) -> Check:
+    if cluster.refresh_status():
+        recovery = ", in recovery" if cluster.in_recovery else ""
+        return Check(True, f"PostgreSQL {cluster.server_version}{recovery}")
+    return Check(False, cluster.status_error or "unreachable")
+
+
+def report() -> tuple[bool, dict[str, object]]:
+    checks = {"portal_database": portal_database(), "task_cluster": task_cluster()}
+    clusters = {c.name: managed_cluster(c) for c in ManagedCluster.objects.all()}
+    healthy = all(c.ok for c in checks.values()) and all(c.ok for c in clusters.values())
+    body = {
+        "status": "ok" if healthy else "fail",
+        "checked_at": timezone.now().isoformat(),
+        **{name: asdict(check) for name, check in checks.items()},
+        "clusters": {name: asdict(check) for name, check in clusters.items()},
+    }
+    return healthy, body

@@ -1,0 +1,237 @@
+"""Outcome rows for long work: claimed once, reported while running, reaped when their worker died.
+
+A view creates the row `queued` and queues a task with its primary key on commit. The task calls
+`run_job()`, which claims the row with a conditional update (`queued -> running`): a second delivery of
+the same task finds it claimed and does nothing. A worker that died leaves a `running` row that
+`reap_dead_jobs()` marks `failed` with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import TypeVar
+
+from django.apps import apps
+from django.conf import settings
+from django.db import connection, models
+from django.db.models.functions import Concat
+from django.utils import timezone
+
+from portal import audit
+
+log = logging.getLogger(__name__)
+HOST = socket.gethostname()
+LOG_LIMIT = 200_000
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot: tells a live pid from a reused one."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+class Job(models.Model):
+    """Fields and behaviour shared by every outcome model (Backup, RecoveryRequest, MaintenanceRun...)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    audit_action = "job"
+
+    status = models.CharField(max_length=10, choices=Status, default=Status.QUEUED, db_index=True)
+    created = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    log = models.TextField(blank=True)
+    triggered_by = models.CharField(max_length=150, blank=True, help_text="A username, or schedule:<name>.")
+    worker_host = models.CharField(max_length=255, blank=True)
+    worker_pid = models.IntegerField(null=True, blank=True)
+    worker_start_ticks = models.BigIntegerField(null=True, blank=True)
+    heartbeat = models.DateTimeField(null=True, blank=True)
+    progress_done = models.BigIntegerField(default=0)
+    progress_total = models.BigIntegerField(null=True, blank=True)
+    progress_note = models.CharField(max_length=255, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED, self.Status.CANCELLED)
+
+    @property
+    def duration(self) -> timedelta | None:
+        if not self.started:
+            return None
+        return (self.finished or timezone.now()) - self.started
+
+    @property
+    def percent(self) -> int | None:
+        if not self.progress_total:
+            return None
+        return max(0, min(100, round(100 * self.progress_done / self.progress_total)))
+
+    @classmethod
+    def claim(cls, pk: int) -> Job | None:
+        """`queued -> running` for this worker; None when another delivery got there first."""
+        now = timezone.now()
+        pid = os.getpid()
+        claimed = cls.objects.filter(pk=pk, status=cls.Status.QUEUED).update(
+            status=cls.Status.RUNNING,
+            started=now,
+            heartbeat=now,
+            worker_host=HOST,
+            worker_pid=pid,
+            worker_start_ticks=process_start_ticks(pid),
+        )
+        return cls.objects.get(pk=pk) if claimed == 1 else None
+
+    def finish(self, status: str, error: str = "") -> bool:
+        """Record the outcome, once: only a running row is finished."""
+        self.status, self.error, self.finished = status, error[:10_000], timezone.now()
+        done = type(self).objects.filter(pk=self.pk, status=self.Status.RUNNING).update(
+            status=status, error=self.error, finished=self.finished
+        )
+        return done == 1
+
+    def worker_is_dead(self) -> str:
+        """The reason this running row has no live worker, or "" if it may still have one."""
+        if self.worker_host == HOST and self.worker_pid:
+            ticks = process_start_ticks(self.worker_pid)
+            if ticks is None or ticks != self.worker_start_ticks:
+                return f"worker process {self.worker_pid} on {HOST} is gone"
+        stale = timedelta(seconds=settings.JOB_STALE_SECONDS)
+        if self.heartbeat and timezone.now() - self.heartbeat > stale:
+            since = f"{self.heartbeat:%Y-%m-%d %H:%M:%S}"
+            return f"no word from worker {self.worker_pid} on {self.worker_host} since {since}"
+        return ""
+
+
+JobT = TypeVar("JobT", bound=Job)
+
+
+class Reporter:
+    """What running work uses to report: log lines and progress, written to the row once a second by a
+    thread of its own (callbacks may come from any thread), which also watches for a cancel request."""
+
+    def __init__(self, job: Job, interval: float = 1.0) -> None:
+        self.job = job
+        self.interval = interval
+        self.cancel = threading.Event()
+        self._lock = threading.Lock()
+        self._lines: list[str] = []
+        self._progress: dict[str, object] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"report-{job.pk}", daemon=True)
+
+    def log(self, line: str) -> None:
+        with self._lock:
+            self._lines.append(line.rstrip("\n") + "\n")
+
+    def progress(self, done: int | None = None, total: int | None = None, note: str | None = None) -> None:
+        with self._lock:
+            for key, value in (("progress_done", done), ("progress_total", total), ("progress_note", note)):
+                if value is not None:
+                    self._progress[key] = value
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            lines, self._lines = "".join(self._lines), []
+            progress, self._progress = self._progress, {}
+        model = type(self.job)
+        rows = model.objects.filter(pk=self.job.pk)
+        updates: dict[str, object] = {"heartbeat": timezone.now(), **progress}
+        if lines:
+            updates["log"] = Concat(models.F("log"), models.Value(lines[-LOG_LIMIT:]))
+        rows.update(**updates)
+        if rows.filter(cancel_requested=True).exists():
+            self.cancel.set()
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                self.flush()
+        finally:
+            connection.close()
+
+
+@contextmanager
+def reporting(job: Job) -> Iterator[Reporter]:
+    reporter = Reporter(job)
+    reporter.start()
+    try:
+        yield reporter
+    finally:
+        reporter.stop()
+
+
+class Cancelled(Exception):
+    pass
+
+
+def run_job(model: type[JobT], pk: int, work: Callable[[JobT, Reporter], None]) -> JobT | None:
+    """Claim the row, do the work, record the outcome and an audit event. Never runs a job twice."""
+    job = model.claim(pk)
+    if job is None:
+        log.info("%s %s was not queued (already claimed or finished); nothing to do", model.__name__, pk)
+        return None
+    actor = job.triggered_by or "system"
+    audit.record(f"{job.audit_action}.start", actor=actor, obj=job, outcome=audit.Outcome.STARTED)
+    try:
+        with reporting(job) as reporter:
+            work(job, reporter)
+            if reporter.cancel.is_set():
+                raise Cancelled("cancelled on request")
+    except Cancelled as exc:
+        job.finish(Job.Status.CANCELLED, str(exc))
+    except Exception as exc:
+        log.exception("%s %s failed", model.__name__, pk)
+        job.finish(Job.Status.FAILED, str(exc) or type(exc).__name__)
+    else:
+        job.finish(Job.Status.SUCCEEDED)
+    job.refresh_from_db()
+    outcome = audit.Outcome.SUCCESS if job.status == Job.Status.SUCCEEDED else audit.Outcome.FAILURE
+    audit.record(f"{job.audit_action}.finish", actor=actor, obj=job, outcome=outcome,
+                 details={"status": job.status, "error": job.error})
+    return job
+
+
+def job_models() -> list[type[Job]]:
+    return [m for m in apps.get_models() if issubclass(m, Job)]
+
+
+def reap_dead_jobs() -> int:
+    """Fail every `running` row whose worker is gone, with the reason. Returns how many."""
+    reaped = 0
+    for model in job_models():
+        for job in model.objects.filter(status=Job.Status.RUNNING):
+            reason = job.worker_is_dead()
+            if reason and job.finish(Job.Status.FAILED, f"reaped: {reason}"):
+                audit.record(f"{job.audit_action}.reaped", obj=job, outcome=audit.Outcome.FAILURE,
+                             details={"reason": reason})
+                reaped += 1
+    return reaped

@@ -1,0 +1,182 @@
+"""Settings, read from the environment (and an optional `.env`) with django-environ.
+
+Every variable is documented in `.env.example`. The defaults run the embedded default: the project-local
+PostgreSQL cluster started by `bin/pg-embedded`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+VAR_DIR = Path(env("PORTAL_VAR", default=str(BASE_DIR / "var")))
+SECRETS_DIR = VAR_DIR / "secrets"
+
+
+def _secret_key() -> str:
+    key = env("SECRET_KEY", default="")
+    key_file = SECRETS_DIR / "secret_key"
+    if not key and key_file.exists():
+        key = key_file.read_text().strip()
+    if not key:
+        raise ImproperlyConfigured("Set SECRET_KEY, or run `bin/portal install` to create var/secrets/secret_key.")
+    return key
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- HTTPS: on by default; the embedded default on loopback turns it off (PORTAL_HTTPS=false).
+HTTPS = env.bool("PORTAL_HTTPS", default=True)
+SECURE_SSL_REDIRECT = HTTPS
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+SECURE_HSTS_PRELOAD = HTTPS
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_PROXY", default=False) else None
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_q",
+    "portal",
+    "backups",
+    "recovery",
+    "maintenance",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+WSGI_APPLICATION = "portal.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- The embedded PostgreSQL cluster (bin/pg-embedded) and the portal's own database.
+PG_PORT = env.int("PORTAL_PG_PORT", default=5544)
+PGPASSFILE = env("PGPASSFILE", default=str(SECRETS_DIR / "pgpass"))
+DATABASES = {"default": env.db("DATABASE_URL", default=f"postgres://portal@127.0.0.1:{PG_PORT}/portal")}
+DATABASES["default"].setdefault("OPTIONS", {})
+DATABASES["default"]["OPTIONS"].setdefault("passfile", PGPASSFILE)
+DATABASES["default"]["OPTIONS"].setdefault("application_name", "paws360-portal")
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# django-q2 stats live in the cache; a database cache lets /health see the worker from any process.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "portal_cache"}}
+
+# --- PostgreSQL programs: `{major}` is replaced by the managed server's major version.
+PG_BIN_DIR = env("PG_BIN_DIR_TEMPLATE", default="/usr/lib/postgresql/{major}/bin")
+PG_DEFAULT_MAJOR = env.int("PG_DEFAULT_MAJOR", default=15)
+PG_STATEMENT_TIMEOUT_MS = env.int("PG_STATEMENT_TIMEOUT_MS", default=60_000)
+
+# --- The embedded default's managed target, registered by `manage.py setup_embedded`.
+EMBEDDED_PGDATA = VAR_DIR / "pg" / "data"
+EMBEDDED_SOCKET_DIR = VAR_DIR / "pg" / "run"
+EMBEDDED_ADMIN_ROLE = "paws360_admin"
+SAMPLE_DATABASE = env("SAMPLE_DATABASE", default="paws360")
+SAMPLE_SCALE = env.float("SAMPLE_SCALE", default=1.0)
+
+BACKUP_ROOT = Path(env("BACKUP_ROOT", default=str(VAR_DIR / "backups")))
+
+# --- Task queue. Long destructive jobs: a task is never handed out twice (retry > timeout) nor re-run
+# after a failure (max_attempts 1); missed schedules are not caught up.
+TASK_TIMEOUT = env.int("TASK_TIMEOUT", default=6 * 3600)
+Q_CLUSTER = {
+    "name": "paws360-portal",
+    "workers": env.int("Q_WORKERS", default=2),
+    "timeout": TASK_TIMEOUT,
+    "retry": TASK_TIMEOUT + 600,
+    "max_attempts": 1,
+    "catch_up": False,
+    "ack_failures": True,
+    "save_limit": 1000,
+    "label": "Task queue",
+    "poll": 1,
+}
+REDIS_URL = env("REDIS_URL", default="")
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# A `running` row whose worker has not reported for this long is failed by the reaper (other hosts).
+JOB_STALE_SECONDS = env.int("JOB_STALE_SECONDS", default=600)
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "admin:login"
+LOGIN_REDIRECT_URL = "dashboard"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+# Hashed, compressed names once `collectstatic` has run (bin/portal up); plain names before that (tests).
+_STATIC_BACKEND = (
+    "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    if (STATIC_ROOT / "staticfiles.json").exists()
+    else "django.contrib.staticfiles.storage.StaticFilesStorage"
+)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": _STATIC_BACKEND},
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

@@ -1,0 +1,13 @@
+"""Tasks of the portal itself. Thin: each calls the domain code and nothing else."""
+
+from __future__ import annotations
+
+from portal import jobs, targets
+
+
+def reap_dead_jobs() -> int:
+    return jobs.reap_dead_jobs()
+
+
+def refresh_targets() -> int:
+    return targets.refresh_all()

@@ -1,0 +1,14 @@
+from django.contrib import admin
+from django.urls import path
+
+from portal import views
+
+admin.site.site_header = "PAWS360 DB Ops Portal"
+admin.site.site_title = "PAWS360 DB Ops"
+admin.site.index_title = "Operations"
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("health", views.health, name="health"),
+    path("admin/", admin.site.urls),
+]

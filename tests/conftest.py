@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.db import connection
+
+from portal import embedded, pg
+from portal.models import ManagedCluster
+from portal.roles import AUDITOR, DBA, OPERATOR, sync_role_permissions
+from tests.clusters import ScratchCluster
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def scratch_cluster() -> Iterator[ScratchCluster]:
+    """A real, separate PostgreSQL cluster, started; stopped and removed afterwards."""
+    cluster = ScratchCluster().create()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def embedded_cluster(db) -> ManagedCluster:
+    return embedded.register()
+
+
+@pytest.fixture
+def scratch_database() -> Iterator[pg.Target]:
+    """An empty database on the embedded cluster, dropped afterwards."""
+    name = f"paws360_test_{uuid.uuid4().hex[:10]}"
+    admin = embedded.target()
+    with pg.connect(admin) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield embedded.target(name)
+    finally:
+        with pg.connect(admin) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def make_user(username: str, role: str | None) -> User:
+    sync_role_permissions()
+    user = User.objects.create_user(username, password="correct horse battery staple", is_staff=True)
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+@pytest.fixture
+def dba(db) -> User:
+    """May do everything, including approving recoveries."""
+    return make_user("dana_dba", DBA)
+
+
+@pytest.fixture
+def dba2(db) -> User:
+    """A second DBA, to approve what the first one requested."""
+    return make_user("dev_dba", DBA)
+
+
+@pytest.fixture
+def operator(db) -> User:
+    """Runs backups and maintenance, requests recoveries; cannot approve."""
+    return make_user("olga_operator", OPERATOR)
+
+
+@pytest.fixture
+def auditor(db) -> User:
+    """Sees everything, changes nothing."""
+    return make_user("audrey_auditor", AUDITOR)
+
+
+def _test_database_url() -> str:
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def qcluster(django_db_setup, django_db_blocker) -> Iterator[subprocess.Popen]:
+    """A real django-q2 cluster (`manage.py qcluster`) working on the test database."""
+    with django_db_blocker.unblock():
+        url = _test_database_url()
+    env = {**os.environ, "DATABASE_URL": url, "Q_WORKERS": "2", "CONN_MAX_AGE": "0"}
+    log = open(PROJECT / "var" / "test-qcluster.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=PROJECT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    time.sleep(1)
+    try:
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def wait_for(predicate, timeout: float = 30, interval: float = 0.2, message: str = "condition"):
+    """Poll until `predicate()` is truthy; return its value or fail the test."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {message}")
