@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.contrib import admin
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -23,4 +24,5 @@ def health(request: HttpRequest) -> JsonResponse:
 def dashboard(request: HttpRequest) -> HttpResponse:
     targets.refresh_stale()
     clusters = ManagedCluster.objects.prefetch_related("databases")
-    return render(request, "portal/dashboard.html", {"clusters": clusters})
+    context = {**admin.site.each_context(request), "title": "Dashboard", "clusters": clusters}
+    return render(request, "portal/dashboard.html", context)

@@ -88,9 +88,10 @@ def _test_database_url() -> str:
     return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def qcluster(django_db_setup, django_db_blocker) -> Iterator[subprocess.Popen]:
-    """A real django-q2 cluster (`manage.py qcluster`) working on the test database."""
+    """A real django-q2 cluster (`manage.py qcluster`) working on the test database, for one test.
+    The test must use `transaction=True` for the worker to see the rows it creates."""
     with django_db_blocker.unblock():
         url = _test_database_url()
     env = {**os.environ, "DATABASE_URL": url, "Q_WORKERS": "2", "CONN_MAX_AGE": "0"}
@@ -101,7 +102,7 @@ def qcluster(django_db_setup, django_db_blocker) -> Iterator[subprocess.Popen]:
     try:
         yield proc
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        proc.terminate()  # the sentinel stops its workers itself; a group-wide signal confuses it
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
