@@ -29,9 +29,8 @@ def test_the_database_rejects_update(three_events):
 
 
 def test_the_database_rejects_delete(three_events):
-    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("DELETE FROM portal_auditevent WHERE id = %s", [three_events[1].pk])
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("DELETE FROM portal_auditevent WHERE id = %s", [three_events[1].pk])
     assert AuditEvent.objects.count() == 3
 
 

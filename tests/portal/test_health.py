@@ -29,7 +29,8 @@ def test_it_is_503_with_the_reason_while_a_cluster_is_stopped_and_200_when_back(
     wait_for(lambda: _health(client)[1]["task_cluster"]["ok"], message="the task cluster to report")
     status, body = _health(client)
     assert status == 200, body
-    assert body["clusters"]["scratch"] == {"ok": True, "detail": "PostgreSQL 15.18"} or body["clusters"]["scratch"]["ok"]
+    assert body["clusters"]["scratch"]["ok"] is True
+    assert body["clusters"]["scratch"]["detail"].startswith("PostgreSQL 15.")
 
     scratch_cluster.stop()
     status, body = _health(client)

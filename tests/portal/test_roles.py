@@ -29,7 +29,8 @@ def test_an_auditor_sees_targets_but_cannot_change_one(client, auditor, cluster)
 def test_an_auditor_cannot_add_or_delete_a_target(client, auditor, cluster):
     client.force_login(auditor)
     assert client.get(reverse("admin:portal_managedcluster_add")).status_code == 403
-    assert client.post(reverse("admin:portal_managedcluster_delete", args=[cluster.pk]), {"post": "yes"}).status_code == 403
+    delete_url = reverse("admin:portal_managedcluster_delete", args=[cluster.pk])
+    assert client.post(delete_url, {"post": "yes"}).status_code == 403
     assert ManagedCluster.objects.filter(pk=cluster.pk).exists()
 
 
