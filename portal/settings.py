@@ -16,7 +16,14 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
-VAR_DIR = Path(env("PORTAL_VAR", default=str(BASE_DIR / "var")))
+
+
+def _path(name: str, default: Path) -> Path:
+    """A path setting; a relative value is relative to the project folder."""
+    return BASE_DIR / env(name, default=str(default))
+
+
+VAR_DIR = _path("PORTAL_VAR", BASE_DIR / "var")
 SECRETS_DIR = VAR_DIR / "secrets"
 
 
@@ -96,13 +103,15 @@ TEMPLATES = [
 
 # --- The embedded PostgreSQL cluster (bin/pg-embedded) and the portal's own database.
 PG_PORT = env.int("PORTAL_PG_PORT", default=5544)
-PGPASSFILE = env("PGPASSFILE", default=str(SECRETS_DIR / "pgpass"))
+PGPASSFILE = str(_path("PGPASSFILE", SECRETS_DIR / "pgpass"))
 DATABASES = {"default": env.db("DATABASE_URL", default=f"postgres://portal@127.0.0.1:{PG_PORT}/portal")}
 DATABASES["default"].setdefault("OPTIONS", {})
 DATABASES["default"]["OPTIONS"].setdefault("passfile", PGPASSFILE)
 DATABASES["default"]["OPTIONS"].setdefault("application_name", "paws360-portal")
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Several checkouts may run their suites against one embedded cluster at once: one test database each.
+DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME", default="test_portal")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # django-q2 stats live in the cache; a database cache lets /health see the worker from any process.
@@ -120,7 +129,7 @@ EMBEDDED_ADMIN_ROLE = "paws360_admin"
 SAMPLE_DATABASE = env("SAMPLE_DATABASE", default="paws360")
 SAMPLE_SCALE = env.float("SAMPLE_SCALE", default=1.0)
 
-BACKUP_ROOT = Path(env("BACKUP_ROOT", default=str(VAR_DIR / "backups")))
+BACKUP_ROOT = _path("BACKUP_ROOT", VAR_DIR / "backups")
 
 # --- Task queue. Long destructive jobs: a task is never handed out twice (retry > timeout) nor re-run
 # after a failure (max_attempts 1); missed schedules are not caught up.

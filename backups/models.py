@@ -1,0 +1,218 @@
+"""The backup catalog: where backups go, what is backed up when, and every backup taken."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+from portal.jobs import Job
+from portal.models import ManagedCluster, ManagedDatabase
+from portal.schedules import validate_cron
+
+
+class StorageLocation(models.Model):
+    """A place backups are kept: a local folder, or S3-compatible object storage for offsite copies."""
+
+    class Kind(models.TextChoices):
+        LOCAL = "local", "Local folder"
+        S3 = "s3", "S3-compatible object storage"
+
+    name = models.SlugField(max_length=63, unique=True)
+    kind = models.CharField(max_length=8, choices=Kind, default=Kind.LOCAL)
+    path = models.CharField(max_length=500, blank=True, help_text="Local: an absolute folder. Empty: BACKUP_ROOT.")
+    endpoint_url = models.URLField(blank=True, help_text="S3: the endpoint, e.g. https://s3.example.edu")
+    bucket = models.CharField(max_length=63, blank=True)
+    prefix = models.CharField(max_length=255, blank=True)
+    region = models.CharField(max_length=32, blank=True)
+    credentials_profile = models.CharField(
+        max_length=63,
+        blank=True,
+        help_text="S3: a profile of the AWS shared credentials file named in deployment configuration. "
+        "Keys are never stored in the portal.",
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.kind == self.Kind.S3 and not self.bucket:
+            raise ValidationError({"bucket": "An S3 location needs a bucket."})
+        if self.kind == self.Kind.LOCAL and self.path and not self.path.startswith("/"):
+            raise ValidationError({"path": "Give an absolute path."})
+
+    @property
+    def root(self) -> str:
+        return self.path or str(settings.BACKUP_ROOT)
+
+
+class BackupPolicy(models.Model):
+    """What to back up, when, how, where, and for how long."""
+
+    class Kind(models.TextChoices):
+        LOGICAL = "logical", "Full logical (pg_dump)"
+        CONFIG = "config", "Configuration"
+        APPDATA = "appdata", "Application data"
+        BASE = "base", "Physical base backup (pg_basebackup)"
+
+    class DumpFormat(models.TextChoices):
+        CUSTOM = "custom", "Custom archive (-Fc)"
+        DIRECTORY = "directory", "Directory, parallel (-Fd -j)"
+
+    class Checkpoint(models.TextChoices):
+        FAST = "fast", "Fast"
+        SPREAD = "spread", "Spread"
+
+    # The runbook's schedule and retention, per kind.
+    DEFAULT_SCHEDULE = {Kind.LOGICAL: "0 2 * * *", Kind.CONFIG: "30 2 * * *", Kind.APPDATA: "0 3 * * *",
+                        Kind.BASE: "0 1 * * *"}
+    DEFAULT_RETENTION_DAYS = {Kind.LOGICAL: 30, Kind.CONFIG: 90, Kind.APPDATA: 30, Kind.BASE: 7}
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=10, choices=Kind)
+    cluster = models.ForeignKey(ManagedCluster, on_delete=models.PROTECT, related_name="backup_policies")
+    database = models.ForeignKey(
+        ManagedDatabase, on_delete=models.PROTECT, null=True, blank=True, related_name="backup_policies",
+        help_text="Full logical backups: the database to dump.",
+    )
+    schedule = models.CharField(max_length=100, blank=True, help_text="Cron: minute hour day month weekday.")
+    enabled = models.BooleanField(default=True)
+    retention_days = models.PositiveIntegerField(validators=[MinValueValidator(1), MaxValueValidator(3650)])
+    min_verified = models.PositiveIntegerField(
+        "keep at least", default=3, validators=[MinValueValidator(1)],
+        help_text="Verified backups that retention never goes below, whatever their age.",
+    )
+    locations = models.ManyToManyField(StorageLocation, blank=True, related_name="policies",
+                                       help_text="Empty: the local BACKUP_ROOT only.")
+    encrypt = models.BooleanField(default=False, help_text="Encrypt at rest with the deployment's key.")
+
+    dump_format = models.CharField(max_length=10, choices=DumpFormat, default=DumpFormat.DIRECTORY)
+    jobs = models.PositiveSmallIntegerField(default=2, validators=[MinValueValidator(1), MaxValueValidator(16)])
+    compression = models.PositiveSmallIntegerField(default=1, validators=[MaxValueValidator(9)])
+    verify_every = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1)], help_text="Verify every Nth backup by restoring it."
+    )
+    checkpoint = models.CharField(max_length=6, choices=Checkpoint, default=Checkpoint.FAST)
+
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "backup policies"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.schedule:
+            validate_cron(self.schedule)
+        if self.kind == self.Kind.LOGICAL and not self.database_id:
+            raise ValidationError({"database": "A full logical backup needs the database to dump."})
+        if self.database_id and self.cluster_id and self.database.cluster_id != self.cluster_id:
+            raise ValidationError({"database": "This database is not in the chosen cluster."})
+
+
+class Backup(Job):
+    """One backup taken, whatever its kind. Catalogued as good only when `succeeded`."""
+
+    audit_action = "backup"
+
+    class Verification(models.TextChoices):
+        PENDING = "pending", "Not verified yet"
+        VERIFYING = "verifying", "Verifying"
+        VERIFIED = "verified", "Verified"
+        FAILED = "failed", "Verification failed"
+        SKIPPED = "skipped", "Not verified (policy)"
+
+    policy = models.ForeignKey(BackupPolicy, on_delete=models.PROTECT, related_name="backups")
+    kind = models.CharField(max_length=10, choices=BackupPolicy.Kind)
+    cluster = models.ForeignKey(ManagedCluster, on_delete=models.PROTECT, related_name="backups")
+    database = models.ForeignKey(ManagedDatabase, on_delete=models.PROTECT, null=True, blank=True,
+                                 related_name="backups")
+    name = models.CharField(max_length=255, blank=True, help_text="e.g. paws360_20261125T020000Z.dump")
+    path = models.CharField(max_length=500, blank=True, help_text="Relative to the location's root.")
+    format = models.CharField(max_length=20, blank=True)
+    size_bytes = models.BigIntegerField(null=True, blank=True)
+    estimated_bytes = models.BigIntegerField(null=True, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    manifest = models.JSONField(default=dict, blank=True, help_text="Exact row counts per table, and what else "
+                                "verification compares against.")
+    server_version = models.CharField(max_length=32, blank=True)
+    client_version = models.CharField(max_length=32, blank=True)
+    encrypted = models.BooleanField(default=False)
+
+    verification = models.CharField(max_length=10, choices=Verification, default=Verification.PENDING)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    verification_error = models.TextField(blank=True)
+    verification_seconds = models.FloatField(null=True, blank=True)
+
+    # Physical base backups.
+    start_lsn = models.CharField(max_length=20, blank=True)
+    end_lsn = models.CharField(max_length=20, blank=True)
+    timeline = models.PositiveIntegerField(null=True, blank=True)
+    start_wal = models.CharField(max_length=24, blank=True, help_text="The first WAL segment a restore needs.")
+
+    expired_at = models.DateTimeField(null=True, blank=True, help_text="Removed by retention.")
+
+    class Meta:
+        ordering = ["-created"]
+        constraints = [
+            # One run per policy at a time.
+            models.UniqueConstraint(fields=["policy"], condition=Q(status__in=["queued", "running"]),
+                                    name="one_active_backup_per_policy"),
+        ]
+        indexes = [
+            # Retention and recovery pick the newest good backups of a policy.
+            models.Index(fields=["policy", "status", "verification", "-created"], name="backup_policy_good"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or f"{self.get_kind_display()} #{self.pk}"
+
+    @property
+    def is_good(self) -> bool:
+        return self.status == self.Status.SUCCEEDED and self.expired_at is None
+
+
+class BackupCopy(models.Model):
+    """Where one backup is kept, checked by size and checksum."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        PRESENT = "present", "Present"
+        FAILED = "failed", "Failed"
+        DELETED = "deleted", "Deleted"
+
+    backup = models.ForeignKey(Backup, on_delete=models.CASCADE, related_name="copies")
+    location = models.ForeignKey(StorageLocation, on_delete=models.PROTECT, related_name="copies")
+    key = models.CharField(max_length=500, help_text="Path under the location's root, or object key.")
+    state = models.CharField(max_length=8, choices=State, default=State.PENDING)
+    size_bytes = models.BigIntegerField(null=True, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    copied_at = models.DateTimeField(null=True, blank=True)
+    checked_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["backup", "location"], name="one_copy_per_location")]
+
+    def __str__(self) -> str:
+        return f"{self.backup} @ {self.location}"
+
+
+class BackupLease(models.Model):
+    """A backup in use by a verification or a restore: retention never expires a leased backup."""
+
+    backup = models.ForeignKey(Backup, on_delete=models.CASCADE, related_name="leases")
+    holder = models.CharField(max_length=100, help_text="e.g. verification, recovery:12")
+    created = models.DateTimeField(auto_now_add=True)
+    expires = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.backup} held by {self.holder}"
