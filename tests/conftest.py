@@ -10,11 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import connection
 
-from portal import embedded, pg
-from portal.models import ManagedCluster
+from portal import embedded, pg, sample
+from portal.models import ManagedCluster, ManagedDatabase
 from portal.roles import AUDITOR, DBA, OPERATOR, sync_role_permissions
 from tests.clusters import ScratchCluster
 
@@ -49,6 +50,19 @@ def scratch_database() -> Iterator[pg.Target]:
     finally:
         with pg.connect(admin) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sample_database(embedded_cluster) -> Iterator[ManagedDatabase]:
+    """A small PAWS360 sample database (scale 0.02, about 10 MB) on the embedded cluster, registered as a
+    managed production database; dropped afterwards."""
+    name = f"paws360_test_{uuid.uuid4().hex[:10]}"
+    sample.build(embedded.target(name), 0.02)
+    database = ManagedDatabase.objects.create(cluster=embedded_cluster, name=name)
+    try:
+        yield database
+    finally:
+        sample.drop(embedded.target(name))
 
 
 def make_user(username: str, role: str | None) -> User:
@@ -95,7 +109,7 @@ def qcluster(django_db_setup, django_db_blocker) -> Iterator[subprocess.Popen]:
     with django_db_blocker.unblock():
         url = _test_database_url()
     env = {**os.environ, "DATABASE_URL": url, "Q_WORKERS": "2", "CONN_MAX_AGE": "0"}
-    log = open(PROJECT / "var" / "test-qcluster.log", "w")  # noqa: SIM115
+    log = open(settings.VAR_DIR / f"test-qcluster-{os.getpid()}.log", "w")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=PROJECT, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     time.sleep(1)
