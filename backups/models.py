@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -174,6 +176,11 @@ class Backup(Job):
 
     def __str__(self) -> str:
         return self.name or f"{self.get_kind_display()} #{self.pk}"
+
+    @property
+    def local_path(self) -> Path:
+        """The backup's file or folder in the policy's primary (local) location."""
+        return self.policy.primary_root() / self.path
 
     @property
     def is_good(self) -> bool:
