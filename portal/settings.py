@@ -131,6 +131,9 @@ SAMPLE_SCALE = env.float("SAMPLE_SCALE", default=1.0)
 
 BACKUP_ROOT = _path("BACKUP_ROOT", VAR_DIR / "backups")
 
+# --- Recovery: the application services a complete restore stops and starts (JSON; see recovery/services.py).
+APP_SERVICES_FILE = env("APP_SERVICES_FILE", default="")
+
 # --- Task queue. Long destructive jobs: a task is never handed out twice (retry > timeout) nor re-run
 # after a failure (max_attempts 1); missed schedules are not caught up.
 TASK_TIMEOUT = env.int("TASK_TIMEOUT", default=6 * 3600)

@@ -1,0 +1,154 @@
+"""Recovery requests: what to restore, from which backup, to where; who asked, who approved; every step."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from backups.models import Backup
+from portal.jobs import Job
+from portal.models import ManagedCluster, ManagedDatabase
+
+ACTIVE_STATES = ("requested", "queued", "running")
+
+
+class RecoveryRequest(Job):
+    """One recovery, from request to outcome. Replacing production needs a second DBA's approval."""
+
+    audit_action = "recovery"
+
+    class Status(models.TextChoices):
+        REQUESTED = "requested", "Awaiting approval"
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+        REJECTED = "rejected", "Rejected"
+
+    class Kind(models.TextChoices):
+        COMPLETE = "complete", "Complete restore"
+        PITR = "pitr", "Point-in-time recovery"
+        TABLE = "table", "Single-table recovery"
+        DRILL = "drill", "Restore drill"
+
+    class Destination(models.TextChoices):
+        BESIDE = "beside", "A new database or cluster beside production"
+        REPLACE = "replace", "Replace production"
+
+    class MergePolicy(models.TextChoices):
+        NEW_TABLE = "new_table", "Into a new table <table>_restored_<time>"
+        INSERT_MISSING = "insert_missing", "Insert the rows that are missing"
+        REPLACE_ROWS = "replace_rows", "Replace all rows"
+
+    status = models.CharField(max_length=10, choices=Status, default=Status.QUEUED, db_index=True)
+    kind = models.CharField(max_length=10, choices=Kind)
+    cluster = models.ForeignKey(ManagedCluster, on_delete=models.PROTECT, related_name="recoveries")
+    database = models.ForeignKey(ManagedDatabase, on_delete=models.PROTECT, null=True, blank=True,
+                                 related_name="recoveries")
+    backup = models.ForeignKey(Backup, on_delete=models.PROTECT, null=True, blank=True, related_name="recoveries",
+                               help_text="Empty: the newest verified backup that can serve.")
+    target_time = models.DateTimeField(null=True, blank=True, help_text="Point-in-time: recover up to here.")
+    tables = models.JSONField(default=list, blank=True, help_text="Single table: schema-qualified names.")
+    merge_policy = models.CharField(max_length=16, choices=MergePolicy, default=MergePolicy.NEW_TABLE)
+    destination = models.CharField(max_length=8, choices=Destination, default=Destination.BESIDE)
+    destination_name = models.CharField(max_length=63, blank=True,
+                                        help_text="The new database or cluster's name; chosen when empty.")
+    requester = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True,
+                                  related_name="recovery_requests")
+    reason = models.TextField(help_text="Why, and the ticket number.")
+
+    result_cluster = models.ForeignKey(ManagedCluster, on_delete=models.SET_NULL, null=True, blank=True,
+                                       related_name="+", help_text="Point-in-time: the recovered cluster.")
+    result_database = models.CharField(max_length=63, blank=True)
+    rto_seconds = models.FloatField(null=True, blank=True, help_text="First step to services healthy / verified.")
+    rpo_seconds = models.FloatField(null=True, blank=True, help_text="Target against the newest archived change.")
+    verification = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["cluster", "destination_name"],
+                condition=Q(status__in=ACTIVE_STATES) & ~Q(destination_name=""),
+                name="one_active_recovery_per_destination",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk}"
+
+    @property
+    def needs_approval(self) -> bool:
+        return self.destination == self.Destination.REPLACE
+
+    def clean(self) -> None:
+        if self.kind == self.Kind.PITR and not self.target_time:
+            raise ValidationError({"target_time": "A point-in-time recovery needs a target time."})
+        if self.kind == self.Kind.TABLE and not self.tables:
+            raise ValidationError({"tables": "Name the table(s) to recover."})
+        if self.kind in (self.Kind.COMPLETE, self.Kind.TABLE) and not self.database_id:
+            raise ValidationError({"database": "Choose the database to recover."})
+        if self.kind == self.Kind.DRILL and self.destination == self.Destination.REPLACE:
+            raise ValidationError({"destination": "A drill never replaces production."})
+
+
+class Approval(models.Model):
+    """A second DBA's yes to a request that replaces production. It expires, and it is used once."""
+
+    VALID_FOR = timedelta(hours=4)
+
+    request = models.ForeignKey(RecoveryRequest, on_delete=models.CASCADE, related_name="approvals")
+    approver = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created = models.DateTimeField(auto_now_add=True)
+    expires = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    comment = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"approval of {self.request} by {self.approver}"
+
+    @property
+    def is_usable(self) -> bool:
+        return self.used_at is None and self.expires > timezone.now()
+
+
+class RecoveryStep(models.Model):
+    """One step of a recovery, with its own outcome and log, shown live as a step list."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped"
+
+    request = models.ForeignKey(RecoveryRequest, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveSmallIntegerField()
+    name = models.CharField(max_length=200)
+    status = models.CharField(max_length=10, choices=Status, default=Status.PENDING)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    log = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["request", "position"]
+        constraints = [models.UniqueConstraint(fields=["request", "position"], name="one_step_per_position")]
+
+    def __str__(self) -> str:
+        return f"{self.position}. {self.name}"
+
+    @property
+    def duration(self) -> timedelta | None:
+        if not self.started:
+            return None
+        return (self.finished or timezone.now()) - self.started

@@ -1,0 +1,90 @@
+"""The PAWS360 application services a complete restore stops and starts again.
+
+Names, commands and health URLs come from deployment configuration (APP_SERVICES_FILE, a JSON list), never
+from a form: `[{"name": "paws360-api", "stop": ["systemctl", "stop", "paws360-api"],
+"start": ["systemctl", "start", "paws360-api"], "health_url": "http://localhost:8081/health"}, ...]`,
+in the order they start (they stop in reverse order).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+COMMAND_TIMEOUT = 120
+
+
+class ServiceError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class AppService:
+    name: str
+    stop: tuple[str, ...]
+    start: tuple[str, ...]
+    health_url: str = ""
+
+
+def configured() -> list[AppService]:
+    path = settings.APP_SERVICES_FILE
+    if not path:
+        return []
+    try:
+        entries = json.loads(Path(path).read_text())
+        return [AppService(e["name"], tuple(e["stop"]), tuple(e["start"]), e.get("health_url", "")) for e in entries]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ImproperlyConfigured(f"APP_SERVICES_FILE {path}: {exc}") from exc
+
+
+def _run(argv: tuple[str, ...], say: Callable[[str], None]) -> None:
+    say(f"$ {' '.join(argv)}")
+    try:
+        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ServiceError(f"{argv[0]}: {exc}") from exc
+    for line in (done.stdout + done.stderr).splitlines()[-20:]:
+        say(f"  {line}")
+    if done.returncode != 0:
+        raise ServiceError(f"{' '.join(argv)} exited with code {done.returncode}")
+
+
+def healthy(url: str, timeout: float = 3) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (URL from deployment config)
+            return 200 <= response.status < 300
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def stop_all(services: list[AppService], say: Callable[[str], None]) -> None:
+    for service in reversed(services):
+        _run(service.stop, say)
+        say(f"{service.name} stopped")
+
+
+def start_all(services: list[AppService], say: Callable[[str], None], health_timeout: float = 60) -> None:
+    """Start in order; each must answer its health URL before the next one starts."""
+    for service in services:
+        _run(service.start, say)
+        if service.health_url:
+            wait_healthy(service, health_timeout)
+        say(f"{service.name} started and healthy")
+
+
+def wait_healthy(service: AppService, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if healthy(service.health_url):
+            return
+        time.sleep(0.5)
+    raise ServiceError(f"{service.name} did not answer {service.health_url} within {timeout:.0f} s")
