@@ -1,0 +1,22 @@
+"""Run one recovery request: use its approval, then the procedure for its kind."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from portal.jobs import Reporter
+from recovery.approvals import consume_approval
+from recovery.models import RecoveryRequest
+
+Procedure = Callable[[RecoveryRequest, Reporter], None]
+
+# kind -> procedure; each scenario module registers itself here.
+PROCEDURES: dict[str, Procedure] = {}
+
+
+def perform(request: RecoveryRequest, reporter: Reporter) -> None:
+    consume_approval(request)
+    procedure = PROCEDURES.get(request.kind)
+    if procedure is None:
+        raise NotImplementedError(f"{request.get_kind_display()} is not available yet")
+    procedure(request, reporter)
