@@ -20,10 +20,22 @@ from psycopg import sql
 
 from backups import walarchive
 from backups.models import WalArchive
-from portal import audit, pg
+from portal import audit, pg, schedules
 from portal.models import ManagedCluster
 
 PROOF_TIMEOUT = 60.0
+
+# Scheduled once any cluster archives (django-q2 runs at most one of each at a time per worker).
+SCHEDULES = {
+    "backups: sample WAL archives": ("backups.tasks.sample_wal_archives", "* * * * *"),
+    "backups: verify WAL checksums": ("backups.tasks.verify_wal_archives", "17 * * * *"),
+    "backups: WAL retention": ("backups.tasks.apply_wal_retention", "41 * * * *"),
+}
+
+
+def ensure_schedules() -> None:
+    for name, (func, cron) in SCHEDULES.items():
+        schedules.ensure(name, func, cron)
 
 
 class ArchivingError(Exception):
@@ -126,6 +138,7 @@ def configure(
         pg.pg_ctl("restart", data, major=cluster.major, run_as=cluster.os_user, log_file=data.parent / "server.log")
     archive.configured_at = timezone.now()
     archive.save(update_fields=["configured_at"])
+    ensure_schedules()
     log(f"archive_command = {command}")
     segment = prove(archive)
     audit.record("wal.configure", actor=actor, obj=archive, target=str(cluster),
