@@ -139,7 +139,8 @@ def take_base_backup(backup: Backup, reporter: Reporter) -> None:
     remove_stale_partials(final.parent)
     temp = files.temp_name(final)
     args = pg_basebackup_args(policy, temp, f"paws360 {backup.name}")
-    backup.format = "tar" + (f" ({compress_option(policy)})" if compress_option(policy) else "")
+    compression = compress_option(policy)
+    backup.format = f"tar+{compression.split(':')[0]}" if compression else "tar"  # e.g. tar+server-zstd
     backup.server_version, backup.client_version = server_version, str(cluster.major or settings.PG_DEFAULT_MAJOR)
     backup.save(update_fields=["name", "path", "format", "server_version", "client_version"])
     app_name = f"paws360-basebackup-{backup.pk}"
@@ -155,7 +156,8 @@ def take_base_backup(backup: Backup, reporter: Reporter) -> None:
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
-    record(backup, final, facts)
+    record(backup, final, {**facts, "compression": compression})
+    reporter.progress(backup.size_bytes, backup.size_bytes, "written; verifying")
     reporter.log(f"{backup.name}: {backup.size_bytes} bytes, WAL {facts['start_wal']} from {backup.start_lsn}")
     verify_base_backup(backup, reporter)
 

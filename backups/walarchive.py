@@ -171,12 +171,14 @@ def open_content(path: Path) -> tuple[object, subprocess.Popen[bytes] | None]:
 
 
 def close_content(stream: object, proc: subprocess.Popen[bytes] | None, what: Path) -> None:
+    """Close a stream from open_content(); a decompressor that failed (a damaged frame) raises."""
     if proc is None:
         stream.close()  # type: ignore[attr-defined]
         return
-    rest = stream.read()  # type: ignore[attr-defined]
+    while stream.read(CHUNK):  # type: ignore[attr-defined]
+        pass
     stderr = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-    if proc.wait() != 0 or rest:
+    if proc.wait() != 0:
         raise ArchiveError(f"{what}: cannot be decompressed (damaged?): {stderr or 'exit ' + str(proc.returncode)}")
 
 

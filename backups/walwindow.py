@@ -49,7 +49,8 @@ class Window:
     def __str__(self) -> str:
         if not self.recoverable:
             return "no point-in-time recovery is possible: no kept base backup with its WAL"
-        return f"you can recover to any moment between {self.start:%Y-%m-%d %H:%M:%S %Z} and {self.end:%Y-%m-%d %H:%M:%S %Z}"
+        when = "%Y-%m-%d %H:%M:%S %Z"
+        return f"you can recover to any moment between {self.start:{when}} and {self.end:{when}}"
 
 
 def kept_base_backups(cluster: ManagedCluster):
