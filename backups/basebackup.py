@@ -27,8 +27,9 @@ from django.utils import timezone
 
 from backups import files, leases, walarchive
 from backups.models import Backup, BackupPolicy
-from portal import pg
+from portal import pg, schedules
 from portal.jobs import Reporter
+from portal.models import ManagedCluster
 
 PROGRESS_SQL = """
 SELECT p.phase, p.backup_total, p.backup_streamed
@@ -50,6 +51,26 @@ def queue_for_policy(policy_pk: int, triggered_by: str) -> Backup | None:
                                          triggered_by=triggered_by)
     except IntegrityError:
         return None
+
+
+def ensure_policy_schedule(policy: BackupPolicy) -> None:
+    """The policy's cron (daily at 01:00 by default) runs backups.tasks.run_base_policy."""
+    cron = policy.schedule or BackupPolicy.DEFAULT_SCHEDULE[BackupPolicy.Kind.BASE]
+    schedules.ensure(f"backups: base policy {policy.pk}", "backups.tasks.run_base_policy", cron,
+                     args=str(policy.pk), enabled=policy.enabled)
+
+
+def ensure_default_policy(cluster: ManagedCluster) -> tuple[BackupPolicy, bool]:
+    """A daily base backup policy for `cluster`, kept 7 days, unless it has one already."""
+    existing = BackupPolicy.objects.filter(cluster=cluster, kind=BackupPolicy.Kind.BASE).first()
+    if existing:
+        return existing, False
+    policy = BackupPolicy.objects.create(
+        name=f"{cluster.name}: daily base backup", kind=BackupPolicy.Kind.BASE, cluster=cluster,
+        schedule=BackupPolicy.DEFAULT_SCHEDULE[BackupPolicy.Kind.BASE],
+        retention_days=BackupPolicy.DEFAULT_RETENTION_DAYS[BackupPolicy.Kind.BASE], min_verified=1)
+    ensure_policy_schedule(policy)
+    return policy, True
 
 
 def compress_option(policy: BackupPolicy) -> str:

@@ -303,6 +303,7 @@ class WalSegment(models.Model):
 
     class Meta:
         ordering = ["archive", "segno", "timeline", "name"]
+        verbose_name = "WAL segment"
         constraints = [models.UniqueConstraint(fields=["archive", "name"], name="unique_wal_file_per_archive")]
         indexes = [
             # Gaps, the recoverable window and retention walk an archive's segments in order.
@@ -352,6 +353,7 @@ class WalArchiveSample(models.Model):
 
     class Meta:
         ordering = ["-taken_at"]
+        verbose_name = "WAL archive sample"
         indexes = [
             # The admin's RPO chart and /health read an archive's newest samples.
             models.Index(fields=["archive", "-taken_at"], name="walsample_recent"),
