@@ -275,7 +275,8 @@ def fetch(name: str, destination: Path, archive: Path) -> bool:
     if not kind_of(name) or "/" in name:
         raise ArchiveError(f"{name!r} is not the name of a WAL file")
     system_identifier = archive_system_identifier(archive)  # an unmounted or unreadable archive stops here
-    source = stored(archive, name)
+    # The archive first; then what pg_receivewal streamed (complete segments only).
+    source = stored(archive, name) or stored(archive / "stream", name)
     if source is None:
         return False
     temp = destination.with_name(f"{destination.name}.paws360-fetch")

@@ -27,8 +27,23 @@ def protected_from(archive: WalArchive) -> int | None:
     return min(segnos) if segnos else None
 
 
+def prune_stream(archive: WalArchive) -> int:
+    """Streamed segments that the archive holds too are no longer needed in stream/."""
+    if not archive.stream_folder.is_dir():
+        return 0
+    archived = set(archive.segments.filter(kind="segment", state=WalSegment.State.PRESENT)
+                   .values_list("name", flat=True))
+    removed = 0
+    for path in archive.stream_folder.iterdir():
+        if path.name in archived:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def apply(archive: WalArchive) -> int:
     """Remove what retention allows; returns how many files were removed."""
+    prune_stream(archive)
     cutoff = timezone.now() - timedelta(days=archive.retention_days)
     keep_from = protected_from(archive)
     candidates = archive.segments.filter(arrived_at__lt=cutoff).exclude(kind="history").exclude(
