@@ -26,12 +26,17 @@ content, so a damaged compressed segment fails to decompress.
 
 from __future__ import annotations
 
+# Imports are kept to the fast ones: pathlib, re, typing and subprocess would each add 6-14 ms to every
+# start, so paths are strings (os.path) and subprocess is imported only to run zstd.
 import os
-import re
 import struct
-import subprocess
 import sys
-from pathlib import Path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import subprocess
+
+    PathLike = str | os.PathLike[str]
 
 MARKER = "SYSTEM_IDENTIFIER"
 ZSTD_SUFFIX = ".zst"
@@ -42,10 +47,7 @@ ZSTD_CANDIDATES = ("/usr/bin/zstd", "/usr/local/bin/zstd", "/bin/zstd")
 EXIT_FAILED = 1
 EXIT_STOP_RECOVERY = 255
 
-SEGMENT_RE = re.compile(r"^[0-9A-F]{24}$")
-HISTORY_RE = re.compile(r"^[0-9A-F]{8}\.history$")
-BACKUP_LABEL_RE = re.compile(r"^[0-9A-F]{24}\.[0-9A-F]{8}\.backup$")
-PARTIAL_RE = re.compile(r"^[0-9A-F]{24}\.partial$")
+HEX = frozenset("0123456789ABCDEF")
 
 # XLogLongPageHeaderData: magic, info, timeline, page address, remaining length, (padding), system
 # identifier, segment size, block size.
@@ -57,12 +59,21 @@ class ArchiveError(Exception):
     """Refused or failed; the message goes to PostgreSQL's server log."""
 
 
+def _hex(text: str, length: int) -> bool:
+    return len(text) == length and set(text) <= HEX
+
+
 def kind_of(name: str) -> str:
     """segment, partial, history or backup (a backup history file); '' for anything else."""
-    for kind, pattern in (("segment", SEGMENT_RE), ("partial", PARTIAL_RE), ("history", HISTORY_RE),
-                          ("backup", BACKUP_LABEL_RE)):
-        if pattern.match(name):
-            return kind
+    parts = name.split(".")
+    if len(parts) == 1 and _hex(name, 24):
+        return "segment"
+    if len(parts) == 2 and parts[1] == "partial" and _hex(parts[0], 24):
+        return "partial"
+    if len(parts) == 2 and parts[1] == "history" and _hex(parts[0], 8):
+        return "history"
+    if len(parts) == 3 and parts[2] == "backup" and _hex(parts[0], 24) and _hex(parts[1], 8):
+        return "backup"
     return ""
 
 
@@ -90,7 +101,7 @@ def format_lsn(value: int) -> str:
     return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
 
 
-def read_long_header(path: Path) -> dict[str, int]:
+def read_long_header(path: PathLike) -> dict[str, int]:
     """The long page header at the start of a WAL segment."""
     with open(path, "rb") as file:
         head = file.read(LONG_HEADER.size)
@@ -103,10 +114,11 @@ def read_long_header(path: Path) -> dict[str, int]:
             "segment_size": seg_size, "block_size": blcksz}
 
 
-def archive_system_identifier(archive: Path) -> int:
+def archive_system_identifier(archive: PathLike) -> int:
     """The cluster this archive belongs to. A missing marker means a folder that is not the archive."""
     try:
-        return int((archive / MARKER).read_text().split()[0])
+        with open(os.path.join(archive, MARKER)) as marker:
+            return int(marker.read().split()[0])
     except FileNotFoundError:
         raise ArchiveError(
             f"{archive}: no {MARKER} file: not an initialised WAL archive (not mounted?); "
@@ -116,7 +128,7 @@ def archive_system_identifier(archive: Path) -> int:
         raise ArchiveError(f"{archive}/{MARKER}: unreadable: {exc}") from exc
 
 
-def check_segment(source: Path, name: str, system_identifier: int) -> None:
+def check_segment(source: PathLike, name: str, system_identifier: int) -> None:
     """Refuse a segment of another cluster, or whose header disagrees with its name or size."""
     header = read_long_header(source)
     if header["system_identifier"] != system_identifier:
@@ -133,7 +145,7 @@ def check_segment(source: Path, name: str, system_identifier: int) -> None:
             f"{name}: its header says timeline {header['timeline']} at {format_lsn(header['pageaddr'])}, "
             f"its name timeline {timeline} at {format_lsn(segno * seg_size)}: refused"
         )
-    size = source.stat().st_size
+    size = os.stat(source).st_size
     if kind_of(name) == "segment" and size != seg_size:
         raise ArchiveError(f"{name}: {size} bytes, a segment has {seg_size}")
 
@@ -145,7 +157,7 @@ def zstd_program() -> str:
     raise ArchiveError("zstd not found (install Debian's zstd package)")
 
 
-def fsync_path(path: Path, directory: bool = False) -> None:
+def fsync_path(path: PathLike, directory: bool = False) -> None:
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
     try:
         os.fsync(fd)
@@ -153,24 +165,26 @@ def fsync_path(path: Path, directory: bool = False) -> None:
         os.close(fd)
 
 
-def stored(archive: Path, name: str) -> Path | None:
+def stored(archive: PathLike, name: str) -> str | None:
     """The archived file for `name`, compressed or not, if there is one."""
-    for candidate in (archive / name, archive / (name + ZSTD_SUFFIX)):
-        if candidate.exists():
+    for candidate in (os.path.join(archive, name), os.path.join(archive, name + ZSTD_SUFFIX)):
+        if os.path.exists(candidate):
             return candidate
     return None
 
 
-def open_content(path: Path) -> tuple[object, subprocess.Popen[bytes] | None]:
+def open_content(path: PathLike) -> tuple[object, subprocess.Popen[bytes] | None]:
     """A binary stream of the file's original content (decompressing a .zst) and the decompressor."""
-    if path.name.endswith(ZSTD_SUFFIX):
+    if os.fspath(path).endswith(ZSTD_SUFFIX):
+        import subprocess
+
         proc = subprocess.Popen([zstd_program(), "-q", "-d", "-c", str(path)], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         return proc.stdout, proc
     return open(path, "rb"), None
 
 
-def close_content(stream: object, proc: subprocess.Popen[bytes] | None, what: Path) -> None:
+def close_content(stream: object, proc: subprocess.Popen[bytes] | None, what: PathLike) -> None:
     """Close a stream from open_content(); a decompressor that failed (a damaged frame) raises."""
     if proc is None:
         stream.close()  # type: ignore[attr-defined]
@@ -192,7 +206,7 @@ def _read_exact(stream: object, size: int) -> bytes:
     return data
 
 
-def same_content(source: Path, archived: Path) -> bool:
+def same_content(source: PathLike, archived: PathLike) -> bool:
     """Byte for byte, decompressing the archived file if needed; a damaged archived file raises."""
     stream, proc = open_content(archived)
     equal = True
@@ -214,15 +228,24 @@ def same_content(source: Path, archived: Path) -> bool:
     return equal
 
 
-def _write_plain(source: Path, out: int) -> None:
+def _write_plain(source: PathLike, out: int) -> None:
+    """Copy in the kernel (copy_file_range, or sendfile), without passing the bytes through Python."""
     with open(source, "rb") as src:
-        while chunk := src.read(CHUNK):
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(out, view):]
+        size = os.fstat(src.fileno()).st_size
+        copied = 0
+        while copied < size:
+            try:
+                step = os.copy_file_range(src.fileno(), out, size - copied)
+            except OSError:
+                step = os.sendfile(out, src.fileno(), copied, size - copied)
+            if step == 0:
+                raise ArchiveError(f"{source}: shorter than its {size} bytes while copying")
+            copied += step
 
 
-def _write_zstd(source: Path, out: int) -> None:
+def _write_zstd(source: PathLike, out: int) -> None:
+    import subprocess
+
     with open(source, "rb") as src:
         proc = subprocess.run([zstd_program(), "-q", "-1", "-c"], stdin=src, stdout=out, stderr=subprocess.PIPE,
                               check=False)
@@ -230,13 +253,15 @@ def _write_zstd(source: Path, out: int) -> None:
         raise ArchiveError(f"zstd failed: {proc.stderr.decode(errors='replace').strip()}")
 
 
-def remove_stale_temps(archive: Path, name: str) -> None:
+def remove_stale_temps(archive: PathLike, name: str) -> None:
     """Temporary files an earlier, killed attempt at this same file left behind."""
-    for stale in archive.glob(f"{TEMP_PREFIX}{name}.*"):
-        stale.unlink(missing_ok=True)
+    prefix = f"{TEMP_PREFIX}{name}."
+    for entry in os.scandir(archive):
+        if entry.name.startswith(prefix):
+            _unlink_quietly(entry.path)
 
 
-def push(source: Path, name: str, archive: Path, compress: str = "") -> str:
+def push(source: PathLike, name: str, archive: PathLike, compress: str = "") -> str:
     """Archive one file that PostgreSQL hands over. Returns what happened, for the caller's log."""
     kind = kind_of(name)
     if not kind or "/" in name:
@@ -251,9 +276,9 @@ def push(source: Path, name: str, archive: Path, compress: str = "") -> str:
         fsync_path(existing)
         fsync_path(archive, directory=True)
         return f"{name}: already archived with the same content"
-    final = archive / (name + (ZSTD_SUFFIX if compress == "zstd" else ""))
+    final = os.path.join(archive, name + (ZSTD_SUFFIX if compress == "zstd" else ""))
     remove_stale_temps(archive, name)
-    temp = archive / f"{TEMP_PREFIX}{name}.{os.getpid()}"
+    temp = os.path.join(archive, f"{TEMP_PREFIX}{name}.{os.getpid()}")
     try:
         out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         try:
@@ -262,24 +287,31 @@ def push(source: Path, name: str, archive: Path, compress: str = "") -> str:
         finally:
             os.close(out)
         os.link(temp, final)  # fails if the final name appeared meanwhile: never replaces a file
-        temp.unlink()
+        os.unlink(temp)
         fsync_path(archive, directory=True)
     except BaseException:
-        temp.unlink(missing_ok=True)
+        _unlink_quietly(temp)
         raise
-    return f"{name}: archived as {final.name}"
+    return f"{name}: archived as {os.path.basename(final)}"
 
 
-def fetch(name: str, destination: Path, archive: Path) -> bool:
+def _unlink_quietly(path: str) -> None:
+    try:  # noqa: SIM105 (contextlib costs milliseconds at every start)
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def fetch(name: str, destination: PathLike, archive: PathLike) -> bool:
     """Restore `name` to `destination` (under pg_wal). False when the archive does not have it."""
     if not kind_of(name) or "/" in name:
         raise ArchiveError(f"{name!r} is not the name of a WAL file")
     system_identifier = archive_system_identifier(archive)  # an unmounted or unreadable archive stops here
     # The archive first; then what pg_receivewal streamed (complete segments only).
-    source = stored(archive, name) or stored(archive / "stream", name)
+    source = stored(archive, name) or stored(os.path.join(archive, "stream"), name)
     if source is None:
         return False
-    temp = destination.with_name(f"{destination.name}.paws360-fetch")
+    temp = f"{os.fspath(destination)}.paws360-fetch"
     try:
         stream, proc = open_content(source)
         try:
@@ -294,7 +326,7 @@ def fetch(name: str, destination: Path, archive: Path) -> bool:
             check_segment(temp, name, system_identifier)
         os.replace(temp, destination)
     except BaseException:
-        temp.unlink(missing_ok=True)
+        _unlink_quietly(temp)
         raise
     return True
 
@@ -319,12 +351,12 @@ def main(argv: list[str]) -> int:
     command = args[0]
     try:
         if command == "push":
-            push(Path(args[1]), args[2], Path(args[3]), compress)
+            push(args[1], args[2], args[3], compress)
             return 0
-        if fetch(args[1], Path(args[2]), Path(args[3])):
+        if fetch(args[1], args[2], args[3]):
             return 0
         return EXIT_FAILED  # not in the archive: the normal end of what there is to restore
-    except (ArchiveError, OSError, subprocess.SubprocessError) as exc:
+    except (ArchiveError, OSError, ValueError) as exc:  # subprocess's errors are OSError or ValueError
         print(f"walarchive {command}: {exc}", file=sys.stderr)
         return EXIT_STOP_RECOVERY if command == "fetch" else EXIT_FAILED
 

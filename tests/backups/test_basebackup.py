@@ -118,7 +118,7 @@ def test_the_window_runs_from_the_oldest_kept_backup_and_ends_before_a_gap(base_
     assert whole.start == backup.finished and whole.gaps == []
     newest_commit = archiving.segments.get(name=names[-1]).last_commit_at
     assert whole.end == newest_commit
-    walarchive.stored(archiving.folder, names[2]).unlink()
+    os.unlink(walarchive.stored(archiving.folder, names[2]))
     walcatalog.scan(archiving)
     broken = recoverable_window(archiving.cluster)
     start, end, gaps = broken.as_tuple()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -78,7 +79,7 @@ def test_a_segment_removed_from_the_middle_is_found_as_a_gap(archiving):
     names = [switch_wal(target) for _ in range(4)]
     wait_for(lambda: all(archived(archiving, n) for n in names), message="segments archived")
     walcatalog.scan(archiving)
-    walarchive.stored(archiving.folder, names[1]).unlink()
+    os.unlink(walarchive.stored(archiving.folder, names[1]))
     result = walcatalog.scan(archiving)
     assert result.vanished == 1
     (gap,) = walcatalog.find_gaps(archiving)
@@ -93,7 +94,7 @@ def test_a_flipped_byte_in_an_archived_segment_is_found_by_the_checksum(archivin
     wait_for(lambda: archived(archiving, name), message="segment archived")
     walcatalog.scan(archiving)
     assert walcatalog.verify(archiving) == []
-    path = walarchive.stored(archiving.folder, name)
+    path = Path(walarchive.stored(archiving.folder, name))
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))

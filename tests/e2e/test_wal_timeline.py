@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from playwright.sync_api import expect
 
@@ -33,7 +35,7 @@ def test_an_auditor_sees_the_window_the_rpo_and_a_gap_on_the_timeline(page, live
         names = [switch_wal(target, rows=50) for _ in range(2)]
         wait_for(lambda names=names: all(walarchive.stored(archiving.folder, n) for n in names), message="archived")
     walstatus.take_sample(archiving)
-    walarchive.stored(archiving.folder, names[0]).unlink()
+    os.unlink(walarchive.stored(archiving.folder, names[0]))
     walcatalog.scan(archiving)
     walstatus.take_sample(archiving)
 
