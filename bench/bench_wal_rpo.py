@@ -22,9 +22,9 @@ from portal import pg, sample
 from tests.clusters import ScratchCluster
 
 WRITES = """\\set id random(1, 13500)
-UPDATE paws360.students SET gpa = gpa WHERE user_id = (SELECT user_id FROM paws360.students OFFSET :id LIMIT 1);
-INSERT INTO paws360.notifications (user_id, title, body, created_at)
-  SELECT user_id, 'bench', repeat('x', 200), now() FROM paws360.users WHERE id = :id;
+UPDATE paws360.students SET gpa = gpa WHERE id = :id;
+INSERT INTO paws360.notifications (user_id, created_at, kind, body)
+  SELECT user_id, now(), 'bench', repeat('x', 200) FROM paws360.students WHERE id = :id;
 """
 
 
@@ -42,7 +42,10 @@ def backlog_under_load(cluster: ScratchCluster, seconds: int) -> None:
             worst, samples = max(worst, ready[0]), samples + 1
             time.sleep(0.5)
         written = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", [start]).fetchone()[0]
-    tps = [line for line in load.stdout.read().decode().splitlines() if line.startswith("tps")]
+    output = load.stdout.read().decode()
+    tps = [line for line in output.splitlines() if line.startswith("tps")]
+    if load.returncode != 0:
+        print(output[-2000:])
     print(f"pgbench {seconds} s, 2 clients, writes on the sample: {tps[0] if tps else '?'}; "
           f"{int(written) / 2**20:.0f} MB of WAL; .ready backlog max {worst} (sampled {samples}x every 0.5 s)")
 
@@ -83,6 +86,8 @@ def main(load_seconds: int, light_seconds: int) -> None:
             archive = walsetup.configure(managed, folder=cluster.root / "wal", log=lambda line: None)
             sample.build(cluster.target("paws360"), 1)
             backlog_under_load(cluster, load_seconds)
+            if not light_seconds:
+                return
             rpo_under_light_load(archive, light_seconds, "archive_timeout 60", 1.0)
             walstream.configure(archive, synchronous=True)
             stop = threading.Event()
