@@ -47,14 +47,24 @@ def managed_cluster(cluster: ManagedCluster) -> Check:
     return Check(False, cluster.status_error or "unreachable")
 
 
+def wal_archives() -> dict[str, Check]:
+    """Each cluster's WAL archive, from its newest sample (the backups app samples every minute)."""
+    from backups.models import WalArchive
+    from backups.walstatus import health
+
+    return {a.cluster.name: Check(*health(a)) for a in WalArchive.objects.select_related("cluster")}
+
+
 def report() -> tuple[bool, dict[str, object]]:
     checks = {"portal_database": portal_database(), "task_cluster": task_cluster()}
     clusters = {c.name: managed_cluster(c) for c in ManagedCluster.objects.all()}
-    healthy = all(c.ok for c in checks.values()) and all(c.ok for c in clusters.values())
+    archives = wal_archives()
+    healthy = all(c.ok for c in checks.values()) and all(c.ok for c in [*clusters.values(), *archives.values()])
     body = {
         "status": "ok" if healthy else "fail",
         "checked_at": timezone.now().isoformat(),
         **{name: asdict(check) for name, check in checks.items()},
         "clusters": {name: asdict(check) for name, check in clusters.items()},
+        "wal_archives": {name: asdict(check) for name, check in archives.items()},
     }
     return healthy, body

@@ -134,6 +134,32 @@ BACKUP_ROOT = _path("BACKUP_ROOT", VAR_DIR / "backups")
 # --- Recovery: the application services a complete restore stops and starts (JSON; see recovery/services.py).
 APP_SERVICES_FILE = env("APP_SERVICES_FILE", default="")
 
+# --- Continuous WAL archiving and base backups (backups/walarchive.py, backups/basebackup.py).
+# Each cluster's archive folder is WAL_ARCHIVE_ROOT/<cluster name> unless configured otherwise.
+WAL_ARCHIVE_ROOT = _path("WAL_ARCHIVE_ROOT", BACKUP_ROOT / "wal")
+# PostgreSQL runs the archive command as the cluster's OS user: the system python3 (it starts in ~20 ms with
+# -I -S, a pyenv shim takes 100 ms) and a copy of backups/walarchive.py that user can read.
+WAL_ARCHIVE_PYTHON = env("WAL_ARCHIVE_PYTHON", default="/usr/bin/python3")
+WAL_ARCHIVE_PROGRAM = _path("WAL_ARCHIVE_PROGRAM", BASE_DIR / "backups" / "walarchive.py")
+WAL_ARCHIVE_COMPRESSION = env("WAL_ARCHIVE_COMPRESSION", default="zstd")
+WAL_ARCHIVE_TIMEOUT = env.int("WAL_ARCHIVE_TIMEOUT", default=60)
+WAL_RETENTION_DAYS = env.int("WAL_RETENTION_DAYS", default=7)
+# Archiver samples (the achieved RPO over time) are kept this long.
+WAL_SAMPLE_RETENTION_DAYS = env.int("WAL_SAMPLE_RETENTION_DAYS", default=30)
+# Checksum re-verification of archived segments: at most this many bytes per run (hourly).
+WAL_VERIFY_BYTES_PER_RUN = env.int("WAL_VERIFY_BYTES_PER_RUN", default=2 * 1024**3)
+# Alerts: the runbook's RPO objective, and WAL a replication slot may hold back before it is a warning.
+RPO_OBJECTIVE_SECONDS = env.int("RPO_OBJECTIVE_SECONDS", default=15 * 60)
+WAL_SLOT_WARN_BYTES = env.int("WAL_SLOT_WARN_BYTES", default=1024**3)
+# Streaming (manage.py stream_wal): max_slot_wal_keep_size set on the server, so a stopped receiver's slot
+# is given up rather than filling the server's disk. Empty: leave the server's setting alone.
+WAL_SLOT_MAX_KEEP = env("WAL_SLOT_MAX_KEEP", default="4GB")
+# Base backups: pg_basebackup's --compress, {level} and {workers} from the policy; empty for none. Measured
+# on the 1 GB sample (bench/bench_basebackup.py): server-side zstd with 2 workers is the default.
+BASE_BACKUP_COMPRESS = env("BASE_BACKUP_COMPRESS", default="server-zstd:level={level},workers={workers}")
+# pg_basebackup --max-rate (e.g. 50M) to spare the server's disks; empty: no limit.
+BASE_BACKUP_MAX_RATE = env("BASE_BACKUP_MAX_RATE", default="")
+
 # --- Task queue. Long destructive jobs: a task is never handed out twice (retry > timeout) nor re-run
 # after a failure (max_attempts 1); missed schedules are not caught up.
 TASK_TIMEOUT = env.int("TASK_TIMEOUT", default=6 * 3600)

@@ -42,16 +42,18 @@ class ScratchCluster:
         self.password = secrets.token_urlsafe(16)
         self.passfile = Path(tempfile.mkdtemp(prefix="paws360-secret-")) / "pgpass"
 
-    def create(self) -> ScratchCluster:
+    def create(self, conf: dict[str, str] | None = None) -> ScratchCluster:
+        """initdb, then append `conf` (setting -> value as written in postgresql.conf) to the defaults."""
         pwfile = self.root / "pw"
         pwfile.write_text(self.password + "\n")
         _give_to_owner(pwfile)
         pg.run("initdb", [f"--pgdata={self.data}", f"--username={self.role}", f"--pwfile={pwfile}",
                           "--auth=scram-sha-256", "--data-checksums", "--no-sync"], run_as=RUN_AS, timeout=120)
         pwfile.unlink()
-        with open(self.data / "postgresql.conf", "a") as conf:
-            conf.write(f"\nport = {self.port}\nlisten_addresses = '127.0.0.1'\n"
+        with open(self.data / "postgresql.conf", "a") as out:
+            out.write(f"\nport = {self.port}\nlisten_addresses = '127.0.0.1'\n"
                        f"unix_socket_directories = '{self.root}'\nfsync = off\nshared_buffers = 32MB\n")
+            out.write("".join(f"{name} = {value}\n" for name, value in (conf or {}).items()))
         self.passfile.write_text(f"127.0.0.1:{self.port}:*:{self.role}:{self.password}\n")
         self.passfile.chmod(0o600)
         return self
@@ -62,6 +64,24 @@ class ScratchCluster:
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
             pg.pg_ctl("stop", self.data, run_as=RUN_AS, timeout=60)
+
+    def folder(self, name: str) -> Path:
+        """A folder inside the cluster's own, owned by the cluster's OS user (an archive folder)."""
+        path = self.root / name
+        path.mkdir(exist_ok=True)
+        _give_to_owner(path)
+        return path
+
+    def register(self, name: str = "scratch"):
+        """Register as a managed cluster the portal controls with pg_ctl (needs the database)."""
+        from portal.models import ManagedCluster
+
+        cluster = ManagedCluster.objects.create(
+            name=name, host="127.0.0.1", port=self.port, role=self.role, passfile=str(self.passfile),
+            control=ManagedCluster.Control.PG_CTL, data_directory=str(self.data), os_user=RUN_AS,
+        )
+        cluster.refresh_status()
+        return cluster
 
     def target(self, dbname: str = "postgres") -> pg.Target:
         return pg.Target("127.0.0.1", self.port, self.role, dbname, passfile=str(self.passfile), major=15)

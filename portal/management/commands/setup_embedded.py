@@ -37,16 +37,40 @@ def ensure_admin() -> tuple[str, str, bool]:
     return ADMIN_USERNAME, password, created
 
 
+def first_base_backup(cluster) -> None:
+    """Archiving on, proved, and a daily base backup policy whose first backup is queued now."""
+    from functools import partial
+
+    from django.db import transaction
+    from django_q.tasks import async_task
+
+    from backups import basebackup
+
+    policy, created = basebackup.ensure_default_policy(cluster)
+    if created:
+        backup = basebackup.queue_for_policy(policy.pk, triggered_by="system:setup")
+        if backup is not None:
+            transaction.on_commit(partial(async_task, "backups.tasks.take_base_backup", backup.pk,
+                                          task_name=f"base backup {backup.pk}"))
+
+
 class Command(BaseCommand):
     help = "Seed the sample database if missing, register the embedded cluster, make the admin login."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--scale", type=float, default=settings.SAMPLE_SCALE)
 
+    def archive_embedded(self, cluster) -> None:
+        """The embedded default comes up archiving its WAL (manage.py configure_archiving embedded)."""
+        call_command("configure_archiving", cluster.name, stdout=self.stdout)
+        first_base_backup(cluster)
+
     def handle(self, *args, scale: float, **options) -> None:
         call_command("seed_paws360", scale=scale, if_missing=True, stdout=self.stdout)
         cluster = embedded.register()
         state = "reachable" if cluster.reachable else f"UNREACHABLE: {cluster.status_error}"
         self.stdout.write(f"managed cluster '{cluster.name}' ({cluster.host}:{cluster.port}): {state}")
+        if cluster.reachable:
+            self.archive_embedded(cluster)
         username, password, _ = ensure_admin()
         self.stdout.write(f"admin login: {username} / {password}  (kept in {settings.SECRETS_DIR}/admin-password)")

@@ -1,0 +1,238 @@
+"""Physical base backups with pg_basebackup, and their verification with pg_verifybackup.
+
+A backup is written in tar format (server-side zstd by default: measured on the 1 GB sample in
+bench/bench_basebackup.py) with the WAL it needs streamed alongside (`--wal-method=stream`, so it is
+restorable on its own) and a manifest, into `.partial-<name>` beside its final folder, fsynced, then renamed.
+Start and end LSN, timeline and the first WAL segment it needs come from the manifest's WAL-Ranges.
+
+PostgreSQL 15's pg_verifybackup reads plain-format backups only, so verification extracts the tar files
+into a temporary folder beside the backup and runs the full check there: every file against the manifest's
+checksums, and the WAL range parsed with pg_waldump.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from backups import files, leases, walarchive
+from backups.models import Backup, BackupPolicy
+from portal import pg, schedules
+from portal.jobs import Reporter
+from portal.models import ManagedCluster
+
+PROGRESS_SQL = """
+SELECT p.phase, p.backup_total, p.backup_streamed
+FROM pg_stat_progress_basebackup p JOIN pg_stat_activity a USING (pid)
+WHERE a.application_name = %s
+"""
+
+
+class VerificationFailed(Exception):
+    pass
+
+
+def queue_for_policy(policy_pk: int, triggered_by: str) -> Backup | None:
+    """A queued base backup of the policy; None when one is already queued or running."""
+    policy = BackupPolicy.objects.select_related("cluster").get(pk=policy_pk, kind=BackupPolicy.Kind.BASE)
+    try:
+        with transaction.atomic():
+            return Backup.objects.create(policy=policy, kind=BackupPolicy.Kind.BASE, cluster=policy.cluster,
+                                         triggered_by=triggered_by)
+    except IntegrityError:
+        return None
+
+
+def ensure_policy_schedule(policy: BackupPolicy) -> None:
+    """The policy's cron (daily at 01:00 by default) runs backups.tasks.run_base_policy."""
+    cron = policy.schedule or BackupPolicy.DEFAULT_SCHEDULE[BackupPolicy.Kind.BASE]
+    schedules.ensure(f"backups: base policy {policy.pk}", "backups.tasks.run_base_policy", cron,
+                     args=str(policy.pk), enabled=policy.enabled)
+
+
+def ensure_default_policy(cluster: ManagedCluster) -> tuple[BackupPolicy, bool]:
+    """A daily base backup policy for `cluster`, kept 7 days, unless it has one already."""
+    existing = BackupPolicy.objects.filter(cluster=cluster, kind=BackupPolicy.Kind.BASE).first()
+    if existing:
+        return existing, False
+    policy = BackupPolicy.objects.create(
+        name=f"{cluster.name}: daily base backup", kind=BackupPolicy.Kind.BASE, cluster=cluster,
+        schedule=BackupPolicy.DEFAULT_SCHEDULE[BackupPolicy.Kind.BASE],
+        retention_days=BackupPolicy.DEFAULT_RETENTION_DAYS[BackupPolicy.Kind.BASE], min_verified=1)
+    ensure_policy_schedule(policy)
+    return policy, True
+
+
+def compress_option(policy: BackupPolicy) -> str:
+    template = settings.BASE_BACKUP_COMPRESS
+    if not template or policy.compression == 0:
+        return ""
+    return template.format(level=policy.compression, workers=policy.jobs)
+
+
+def pg_basebackup_args(policy: BackupPolicy, folder: Path, label: str) -> list[str]:
+    """The options; the same list the benchmark gives raw pg_basebackup."""
+    args = [f"--pgdata={folder}", "--format=tar", "--wal-method=stream", f"--checkpoint={policy.checkpoint}",
+            "--manifest-checksums=CRC32C", f"--label={label}", "--no-password", "--verbose"]
+    if option := compress_option(policy):
+        args.append(f"--compress={option}")
+    if settings.BASE_BACKUP_MAX_RATE:
+        args.append(f"--max-rate={settings.BASE_BACKUP_MAX_RATE}")
+    return args
+
+
+def remove_stale_partials(folder: Path) -> None:
+    """Temporary folders of base backups whose run died (a killed worker cannot clean up after itself)."""
+    running = set(Backup.objects.filter(status__in=[Backup.Status.QUEUED, Backup.Status.RUNNING])
+                  .values_list("name", flat=True))
+    for partial in folder.glob(f"{files.TEMP_PREFIX}*"):
+        if partial.name.removeprefix(files.TEMP_PREFIX) not in running:
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+@contextmanager
+def watching_progress(backup: Backup, app_name: str, reporter: Reporter) -> Iterator[None]:
+    """Report pg_stat_progress_basebackup's bytes streamed of the total, once a second."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        try:
+            with pg.connect(backup.cluster.target(), purpose="basebackup-progress") as conn:
+                while not stop.wait(1.0):
+                    row = conn.execute(PROGRESS_SQL, [app_name]).fetchone()
+                    if row:
+                        phase, total, streamed = row
+                        reporter.progress(streamed or 0, total, phase)
+        except Exception as exc:  # progress is a nicety; the backup goes on without it
+            reporter.log(f"progress unavailable: {exc}")
+
+    thread = threading.Thread(target=watch, name=f"basebackup-progress-{backup.pk}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def server_facts(backup: Backup) -> tuple[int, str]:
+    with pg.connect(backup.cluster.target(), purpose="basebackup") as conn:
+        segment_size, version = conn.execute(
+            "SELECT (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'),"
+            " current_setting('server_version')").fetchone()
+    return segment_size, version.split()[0]
+
+
+def read_manifest(folder: Path, segment_size: int) -> dict[str, object]:
+    manifest = json.loads((folder / "backup_manifest").read_text())
+    ranges = manifest["WAL-Ranges"]
+    start, end = walarchive.parse_lsn(ranges[0]["Start-LSN"]), walarchive.parse_lsn(ranges[-1]["End-LSN"])
+    timeline = int(ranges[0]["Timeline"])
+    return {
+        "start_lsn": walarchive.format_lsn(start),
+        "end_lsn": walarchive.format_lsn(end),
+        "timeline": timeline,
+        "start_wal": walarchive.segment_name(timeline, start // segment_size, segment_size),
+        "end_wal": walarchive.segment_name(int(ranges[-1]["Timeline"]), end // segment_size, segment_size),
+        "wal_ranges": ranges,
+        "manifest_files": len(manifest["Files"]),
+    }
+
+
+def take_base_backup(backup: Backup, reporter: Reporter) -> None:
+    """Take the base backup described by the (claimed) row, record it, verify it."""
+    policy, cluster = backup.policy, backup.cluster
+    segment_size, server_version = server_facts(backup)
+    backup.name = backup.name or f"{cluster.name}-base-{timezone.now():%Y%m%dT%H%M%SZ}"
+    backup.path = f"{cluster.name}/base/{backup.name}"
+    final = backup.local_path
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(final.parent)
+    temp = files.temp_name(final)
+    args = pg_basebackup_args(policy, temp, f"paws360 {backup.name}")
+    compression = compress_option(policy)
+    backup.format = f"tar+{compression.split(':')[0]}" if compression else "tar"  # e.g. tar+server-zstd
+    backup.server_version, backup.client_version = server_version, str(cluster.major or settings.PG_DEFAULT_MAJOR)
+    backup.save(update_fields=["name", "path", "format", "server_version", "client_version"])
+    app_name = f"paws360-basebackup-{backup.pk}"
+    reporter.log(f"pg_basebackup {' '.join(args)}")
+    try:
+        with watching_progress(backup, app_name, reporter):
+            pg.run("pg_basebackup", args, target=cluster.target(), timeout=settings.TASK_TIMEOUT,
+                   on_stderr=reporter.log, cancel=reporter.cancel, env={"PGAPPNAME": app_name})
+        facts = read_manifest(temp, segment_size)
+        files.fsync_tree(temp)
+        temp.rename(final)
+        files.fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    record(backup, final, {**facts, "compression": compression})
+    reporter.progress(backup.size_bytes, backup.size_bytes, "written; verifying")
+    reporter.log(f"{backup.name}: {backup.size_bytes} bytes, WAL {facts['start_wal']} from {backup.start_lsn}")
+    verify_base_backup(backup, reporter)
+
+
+def record(backup: Backup, folder: Path, facts: dict[str, object]) -> None:
+    size, digest, per_file = files.tree_digest(folder)
+    backup.size_bytes, backup.sha256 = size, digest
+    backup.start_lsn, backup.end_lsn = str(facts["start_lsn"]), str(facts["end_lsn"])
+    backup.timeline, backup.start_wal = int(facts["timeline"]), str(facts["start_wal"])  # type: ignore[arg-type]
+    backup.manifest = {**facts, "files": per_file}
+    backup.save(update_fields=["size_bytes", "sha256", "start_lsn", "end_lsn", "timeline", "start_wal",
+                               "manifest"])
+
+
+def extract(folder: Path, into: Path) -> None:
+    """base.tar[.zst] into `into`, pg_wal.tar[.zst] into `into`/pg_wal, and the manifest beside them."""
+    for tar_path in sorted(folder.glob("*.tar*")):
+        base = tar_path.name.split(".tar")[0]
+        destination = into / "pg_wal" if base == "pg_wal" else into
+        if base not in ("base", "pg_wal"):
+            destination = into / "pg_tblspc_extracted" / base  # a tablespace, by OID
+        destination.mkdir(parents=True, exist_ok=True)
+        stream, proc = walarchive.open_content(tar_path)
+        try:
+            with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
+                tar.extractall(destination, filter="tar")
+        finally:
+            walarchive.close_content(stream, proc, tar_path)
+    shutil.copy2(folder / "backup_manifest", into / "backup_manifest")
+
+
+def verify_base_backup(backup: Backup, reporter: Reporter | None = None) -> None:
+    """pg_verifybackup on an extracted copy: files against the manifest, and the WAL range parsed.
+    Records the outcome on the row; raises VerificationFailed when it fails."""
+    log = reporter.log if reporter else (lambda line: None)
+    folder = backup.local_path
+    scratch = folder.with_name(f".verify-{folder.name}")
+    started = time.monotonic()
+    Backup.objects.filter(pk=backup.pk).update(verification=Backup.Verification.VERIFYING)
+    try:
+        with leases.hold(backup, "verification"):
+            shutil.rmtree(scratch, ignore_errors=True)
+            extract(folder, scratch)
+            pg.run("pg_verifybackup", [str(scratch)], major=backup.cluster.major, timeout=settings.TASK_TIMEOUT,
+                   on_stderr=log)
+    except (pg.PgToolError, OSError, tarfile.TarError, walarchive.ArchiveError) as exc:
+        backup.verification, backup.verification_error = Backup.Verification.FAILED, str(exc)[:5000]
+        raise VerificationFailed(f"pg_verifybackup: {exc}") from exc
+    else:
+        backup.verification, backup.verification_error = Backup.Verification.VERIFIED, ""
+        log(f"pg_verifybackup: {backup.manifest.get('manifest_files')} files and WAL "
+            f"{backup.start_lsn}..{backup.end_lsn} verified")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        backup.verified_at = timezone.now()
+        backup.verification_seconds = time.monotonic() - started
+        backup.save(update_fields=["verification", "verification_error", "verified_at", "verification_seconds"])
