@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -164,14 +164,27 @@ def s3_location(db, s3_server: MotoServer, s3_credentials: str) -> StorageLocati
 
 
 @pytest.fixture
-def tiny_fs(tmp_path: Path) -> Iterator[Path]:
-    """A real 128 kB tmpfs (a sample dump is about 220 kB): a second local location that fills up."""
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """Mount real tmpfs file systems of a given size (`tmpfs("128k")`); unmounted afterwards."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mount)], check=True)
+    mounts: list[Path] = []
+
+    def mount(size: str) -> Path:
+        point = tmp_path / f"tmpfs-{len(mounts)}"
+        point.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)], check=True)
+        mounts.append(point)
+        return point
+
     try:
         yield mount
     finally:
-        subprocess.run(["umount", str(mount)], check=True)
+        for point in mounts:
+            subprocess.run(["umount", str(point)], check=True)
+
+
+@pytest.fixture
+def tiny_fs(tmpfs) -> Path:
+    """A real 128 kB tmpfs: a second local location too small for a sample dump (about 220 kB)."""
+    return tmpfs("128k")
