@@ -225,6 +225,7 @@ class BackupCopy(models.Model):
     error = models.TextField(blank=True)
 
     class Meta:
+        verbose_name_plural = "backup copies"
         constraints = [models.UniqueConstraint(fields=["backup", "location"], name="one_copy_per_location")]
 
     def __str__(self) -> str:

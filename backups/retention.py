@@ -72,9 +72,9 @@ def plan(policy: BackupPolicy, now: datetime | None = None) -> Plan:
     return Plan(policy, now, [decide(b, policy, now, minimum) for b in backups])
 
 
-def _days(delta: timedelta) -> str:
-    days = delta.total_seconds() / 86400
-    return f"{days:.1f} days" if days < 2 else f"{int(days)} days"
+def _ago(backup: Backup, now: datetime) -> str:
+    hours = int((now - backup.created).total_seconds() // 3600)
+    return f"{hours} hours" if hours < 48 else f"{hours // 24} days"
 
 
 def decide(backup: Backup, policy: BackupPolicy, now: datetime, minimum: list[int]) -> Decision:
@@ -84,7 +84,7 @@ def decide(backup: Backup, policy: BackupPolicy, now: datetime, minimum: list[in
         return Decision(backup, True, f"{backup.get_status_display().lower()}: a backup in progress")
     if age <= timedelta(days=policy.retention_days):
         good = "" if backup.status == Backup.Status.SUCCEEDED else f" ({backup.status}: kept as history)"
-        return Decision(backup, True, f"taken {_days(age)} ago, within the {window}{good}")
+        return Decision(backup, True, f"taken {_ago(backup, now)} ago, within the {window}{good}")
     if backup.pk in minimum:
         rank = minimum.index(backup.pk) + 1
         return Decision(backup, True, f"older than the {window}, but verified backup {rank} of the "
@@ -95,11 +95,11 @@ def decide(backup: Backup, policy: BackupPolicy, now: datetime, minimum: list[in
     if backup.verification == Backup.Verification.VERIFYING:
         return Decision(backup, True, f"older than the {window}, but being verified")
     if backup.status != Backup.Status.SUCCEEDED:
-        return Decision(backup, False, f"{backup.status} run taken {_days(age)} ago, beyond the {window}: "
+        return Decision(backup, False, f"{backup.status} run taken {_ago(backup, now)} ago, beyond the {window}: "
                                        "its row stays as history, any leftover file is deleted")
     unverified = "" if backup.verification == Backup.Verification.VERIFIED else (
         f"; {backup.get_verification_display().lower()}, so it does not count toward the minimum")
-    return Decision(backup, False, f"taken {_days(age)} ago, beyond the {window}{unverified}")
+    return Decision(backup, False, f"taken {_ago(backup, now)} ago, beyond the {window}{unverified}")
 
 
 @dataclass

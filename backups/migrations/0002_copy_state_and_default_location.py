@@ -17,6 +17,7 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.RunPython(create_default_location, migrations.RunPython.noop),
+        migrations.AlterModelOptions(name="backupcopy", options={"verbose_name_plural": "backup copies"}),
         migrations.AddField(
             model_name='backupcopy',
             name='started',
