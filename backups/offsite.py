@@ -21,10 +21,16 @@ from portal.jobs import Reporter
 State = BackupCopy.State
 
 
+def is_whole(backup: Backup) -> bool:
+    """Written in full and not expired: succeeded, or still running (the pipeline copies before it finishes)."""
+    return (backup.status in (Backup.Status.RUNNING, Backup.Status.SUCCEEDED) and backup.expired_at is None
+            and bool(backup.path and backup.sha256))
+
+
 def record_primary(backup: Backup) -> BackupCopy:
     """The backup's copy in its primary location, as the run that wrote it recorded it."""
     location = backup.policy.primary_location()
-    good = backup.status == Backup.Status.SUCCEEDED
+    good = is_whole(backup) or backup.status == Backup.Status.SUCCEEDED
     copy, _ = BackupCopy.objects.get_or_create(
         backup=backup, location=location,
         defaults={"key": backup.path, "state": State.PRESENT if good else State.FAILED,
@@ -36,10 +42,11 @@ def record_primary(backup: Backup) -> BackupCopy:
 
 def copy_to_locations(backup: Backup, reporter: Reporter | None = None, *,
                       actor: audit.Actor = None) -> list[BackupCopy]:
-    """Copy a good backup from its primary location to every other location of its policy. Copies already
-    present, or being made by another worker, are left alone; failed ones are tried again."""
-    if not backup.is_good:
-        raise ValueError(f"{backup} is not a good backup (status {backup.status}, expired {backup.expired_at})")
+    """Copy a backup from its primary location to every other location of its policy: a succeeded one, or
+    one whose run is finishing (the pipeline calls this with its reporter once the file is whole). Copies
+    already present, or being made by another worker, are left alone; failed ones are tried again."""
+    if not is_whole(backup):
+        raise ValueError(f"{backup} is not a whole backup (status {backup.status}, expired {backup.expired_at})")
     primary = record_primary(backup)
     others = backup.policy.locations.exclude(pk=primary.location_id).order_by("name")
     copies = [primary]

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from backups import files, offsite, storage
-from backups.models import BackupCopy, StorageLocation
+from backups.models import Backup, BackupCopy, StorageLocation
+from portal.jobs import reporting
 from portal.models import AuditEvent
 from tests.backups.conftest import BUCKET, catalog
 
@@ -135,5 +136,20 @@ def test_a_copy_being_made_elsewhere_is_not_claimed_twice(policy, tmp_path: Path
 
 def test_only_a_good_backup_is_copied(policy):
     backup = catalog(policy, status="failed")
-    with pytest.raises(ValueError, match="not a good backup"):
+    with pytest.raises(ValueError, match="not a whole backup"):
         offsite.copy_to_locations(backup)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_pipeline_copies_its_backup_before_finishing_with_progress(policy, tmp_path: Path):
+    with_locations(policy, second_disk(tmp_path / "second"))
+    backup = catalog(policy)
+    Backup.objects.filter(pk=backup.pk).update(status=Backup.Status.RUNNING)  # still inside the run
+    backup.refresh_from_db()
+    with reporting(backup) as reporter:
+        _, copy = offsite.copy_to_locations(backup, reporter, actor="schedule:nightly")
+    assert copy.state == State.PRESENT
+    backup.refresh_from_db()
+    assert (backup.progress_done, backup.progress_total) == (backup.size_bytes, backup.size_bytes)
+    assert backup.progress_note == "copying to second-disk"
+    assert "copy to second-disk: present" in backup.log
