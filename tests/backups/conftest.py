@@ -46,22 +46,23 @@ def policy(sample_database: ManagedDatabase, backup_root: Path) -> BackupPolicy:
     )
 
 
-def dump(database: ManagedDatabase, final: Path, fmt: str = "custom") -> tuple[int, str]:
+def dump(database: ManagedDatabase, final: Path, fmt: str = "custom", compress: int = 1) -> tuple[int, str]:
     """A real pg_dump of `database` to `final`, written the way the pipeline writes: (size, sha256)."""
     if fmt == "directory":
         temp = files.temp_name(final)
-        pg.run("pg_dump", ["-Fd", "-j2", "-Z1", f"--file={temp}"], target=database.target(), timeout=120)
+        pg.run("pg_dump", ["-Fd", "-j2", f"-Z{compress}", f"--file={temp}"], target=database.target(), timeout=120)
         files.fsync_tree(temp)
         os.replace(temp, final)
         size, digest, _ = files.tree_digest(final)
         return size, digest
     with files.atomic_file(final) as out:
-        pg.run("pg_dump", ["-Fc", "-Z1"], target=database.target(), stdout_sink=out.write, timeout=120)
+        pg.run("pg_dump", ["-Fc", f"-Z{compress}"], target=database.target(), stdout_sink=out.write, timeout=120)
     return out.size, out.sha256
 
 
 def catalog(policy: BackupPolicy, *, days_ago: float = 0, verification: str = Backup.Verification.VERIFIED,
-            status: str = Backup.Status.SUCCEEDED, fmt: str = "custom", source: Backup | None = None) -> Backup:
+            status: str = Backup.Status.SUCCEEDED, fmt: str = "custom", source: Backup | None = None,
+            compress: int = 1) -> Backup:
     """A backup of the policy's database in its primary root, catalogued `status` and `verification`,
     taken `days_ago`. With `source`, a copy of that backup's real dump (saves a pg_dump per backup)."""
     suffix = ".dump" if fmt == "custom" else ".dir"
@@ -76,7 +77,7 @@ def catalog(policy: BackupPolicy, *, days_ago: float = 0, verification: str = Ba
             copy(source.local_path, final)
             size, sha = source.size_bytes, source.sha256
         else:
-            size, sha = dump(policy.database, final, fmt)
+            size, sha = dump(policy.database, final, fmt, compress)
     taken = timezone.now() - timedelta(days=days_ago)
     backup = Backup.objects.create(
         policy=policy, kind=policy.kind, cluster=policy.cluster, database=policy.database, name=name, path=path,

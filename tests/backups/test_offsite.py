@@ -126,6 +126,33 @@ def test_a_stopped_s3_server_records_the_copy_failed_and_a_retry_succeeds(policy
     assert outcomes == ["failure", "success"]
 
 
+class StopServerMidway:
+    """The run's reporter, standing in for the pipeline's: it stops the S3 server once bytes are on the wire."""
+
+    def __init__(self, server) -> None:
+        self.server, self.lines, self.stopped_at = server, [], None
+
+    def progress(self, done: int, total: int | None, note: str) -> None:
+        if self.stopped_at is None:
+            self.stopped_at = done
+            self.server.stop()
+
+    def log(self, line: str) -> None:
+        self.lines.append(line)
+
+
+def test_an_s3_server_stopped_during_the_upload_records_the_copy_failed(policy, s3_location, s3_server):
+    with_locations(policy, s3_location)
+    backup = catalog(policy, compress=0)  # uncompressed: several chunks on the wire
+    reporter = StopServerMidway(s3_server)
+    _, copy = offsite.copy_to_locations(backup, reporter, actor="test")  # type: ignore[arg-type]
+    assert reporter.stopped_at is not None and reporter.stopped_at < backup.size_bytes
+    assert copy.state == State.FAILED and copy.error.startswith("upload to s3://paws360-offsite/paws360/backups/")
+    assert "Connection" in copy.error or "connect" in copy.error
+    assert "copy to offsite: failed" in reporter.lines[-1]
+    assert files.sha256_of(backup.local_path) == backup.sha256
+
+
 def test_a_copy_being_made_elsewhere_is_not_claimed_twice(policy, tmp_path: Path):
     location = second_disk(tmp_path / "second")
     backup = catalog(policy)
