@@ -86,8 +86,14 @@ def tree_digest(folder: Path) -> tuple[int, str, dict[str, str]]:
         rel = path.relative_to(folder).as_posix()
         files[rel] = sha256_of(path)
         total += path.stat().st_size
-    digest = hashlib.sha256("".join(f"{name}\0{sha}\n" for name, sha in files.items()).encode()).hexdigest()
-    return total, digest, files
+    return total, combined_sha256(files), files
+
+
+def combined_sha256(files: dict[str, str]) -> str:
+    """A folder's one sha256 from each file's (relative name -> sha256), in path order: the same digest
+    whether the files were hashed on disk or listed from object storage."""
+    names = sorted(files, key=lambda name: name.split("/"))
+    return hashlib.sha256("".join(f"{name}\0{files[name]}\n" for name in names).encode()).hexdigest()
 
 
 def fsync_tree(folder: Path) -> None:

@@ -22,6 +22,9 @@ class StorageLocation(models.Model):
         LOCAL = "local", "Local folder"
         S3 = "s3", "S3-compatible object storage"
 
+    # Created by migration: BACKUP_ROOT, where a policy without a local location of its own writes.
+    DEFAULT_NAME = "local"
+
     name = models.SlugField(max_length=63, unique=True)
     kind = models.CharField(max_length=8, choices=Kind, default=Kind.LOCAL)
     path = models.CharField(max_length=500, blank=True, help_text="Local: an absolute folder. Empty: BACKUP_ROOT.")
@@ -51,6 +54,10 @@ class StorageLocation(models.Model):
     @property
     def root(self) -> str:
         return self.path or str(settings.BACKUP_ROOT)
+
+    @classmethod
+    def default_local(cls) -> StorageLocation:
+        return cls.objects.get_or_create(name=cls.DEFAULT_NAME, defaults={"kind": cls.Kind.LOCAL})[0]
 
 
 class BackupPolicy(models.Model):
@@ -111,10 +118,14 @@ class BackupPolicy(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def primary_location(self) -> StorageLocation:
+        """Where backups are written: the policy's first local location (lowest id), else the default one.
+        Every other location of the policy receives a copy."""
+        local = self.locations.filter(kind=StorageLocation.Kind.LOCAL).order_by("pk").first() if self.pk else None
+        return local or StorageLocation.default_local()
+
     def primary_root(self) -> Path:
-        """The local folder this policy writes to first: its first local location, else BACKUP_ROOT."""
-        local = self.locations.filter(kind=StorageLocation.Kind.LOCAL).first() if self.pk else None
-        return Path(local.root if local else settings.BACKUP_ROOT)
+        return Path(self.primary_location().root)
 
     def clean(self) -> None:
         if self.schedule:
@@ -197,6 +208,7 @@ class BackupCopy(models.Model):
 
     class State(models.TextChoices):
         PENDING = "pending", "Pending"
+        COPYING = "copying", "Copying"
         PRESENT = "present", "Present"
         FAILED = "failed", "Failed"
         DELETED = "deleted", "Deleted"
@@ -207,11 +219,13 @@ class BackupCopy(models.Model):
     state = models.CharField(max_length=8, choices=State, default=State.PENDING)
     size_bytes = models.BigIntegerField(null=True, blank=True)
     sha256 = models.CharField(max_length=64, blank=True)
+    started = models.DateTimeField(null=True, blank=True, help_text="When the copy that is (or was) running began.")
     copied_at = models.DateTimeField(null=True, blank=True)
     checked_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
 
     class Meta:
+        verbose_name_plural = "backup copies"
         constraints = [models.UniqueConstraint(fields=["backup", "location"], name="one_copy_per_location")]
 
     def __str__(self) -> str:

@@ -160,6 +160,18 @@ BASE_BACKUP_COMPRESS = env("BASE_BACKUP_COMPRESS", default="server-zstd:level={l
 # pg_basebackup --max-rate (e.g. 50M) to spare the server's disks; empty: no limit.
 BASE_BACKUP_MAX_RATE = env("BASE_BACKUP_MAX_RATE", default="")
 
+# --- Offsite copies to S3-compatible object storage. Credentials: a profile (named on the storage location)
+# of this AWS shared credentials file, or the standard AWS variables; never in the portal's database.
+S3_CREDENTIALS_FILE = env("S3_CREDENTIALS_FILE", default="")
+S3_CONNECT_TIMEOUT = env.int("S3_CONNECT_TIMEOUT", default=10)
+S3_READ_TIMEOUT = env.int("S3_READ_TIMEOUT", default=60)
+S3_MAX_ATTEMPTS = env.int("S3_MAX_ATTEMPTS", default=3)
+S3_ADDRESSING_STYLE = env("S3_ADDRESSING_STYLE", default="auto")
+# Multipart uploads: memory stays near S3_MAX_CONCURRENCY x S3_MULTIPART_CHUNK_MB whatever the backup's size.
+S3_MULTIPART_THRESHOLD_MB = env.int("S3_MULTIPART_THRESHOLD_MB", default=64)
+S3_MULTIPART_CHUNK_MB = env.int("S3_MULTIPART_CHUNK_MB", default=16)
+S3_MAX_CONCURRENCY = env.int("S3_MAX_CONCURRENCY", default=4)
+
 # --- Task queue. Long destructive jobs: a task is never handed out twice (retry > timeout) nor re-run
 # after a failure (max_attempts 1); missed schedules are not caught up.
 TASK_TIMEOUT = env.int("TASK_TIMEOUT", default=6 * 3600)

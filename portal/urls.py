@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from portal import views
 
@@ -10,5 +10,6 @@ admin.site.index_title = "Operations"
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("health", views.health, name="health"),
+    path("backups/", include("backups.urls")),
     path("admin/", admin.site.urls),
 ]

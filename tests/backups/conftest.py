@@ -1,17 +1,195 @@
-"""Fixtures of the WAL archive and base backup tests: scratch clusters that archive for real."""
+"""Fixtures of the backup tests: real pg_dump files catalogued as the pipeline would, a real local
+S3-compatible server (moto_server), small real file systems, and scratch clusters that archive WAL for real."""
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import Iterator
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
+import boto3
 import pytest
+from django.utils import timezone
 
-from backups import walsetup
-from backups.models import WalArchive
+from backups import files, walsetup
+from backups.models import Backup, BackupPolicy, StorageLocation, WalArchive
 from portal import pg
-from tests.clusters import ScratchCluster
+from portal.models import ManagedDatabase
+from tests.clusters import ScratchCluster, free_port
+
+MOTO_SERVER = Path(sys.executable).parent / "moto_server"
+BUCKET = "paws360-offsite"
+
+
+@pytest.fixture
+def backup_root(settings, tmp_path: Path) -> Path:
+    """BACKUP_ROOT, private to the test (the default `local` location's folder)."""
+    root = tmp_path / "backup-root"
+    root.mkdir()
+    settings.BACKUP_ROOT = root
+    return root
+
+
+@pytest.fixture
+def policy(sample_database: ManagedDatabase, backup_root: Path) -> BackupPolicy:
+    return BackupPolicy.objects.create(
+        name=f"nightly-{uuid.uuid4().hex[:6]}", kind=BackupPolicy.Kind.LOGICAL, cluster=sample_database.cluster,
+        database=sample_database, schedule="0 2 * * *", retention_days=30, min_verified=2,
+    )
+
+
+def dump(database: ManagedDatabase, final: Path, fmt: str = "custom", compress: int = 1) -> tuple[int, str]:
+    """A real pg_dump of `database` to `final`, written the way the pipeline writes: (size, sha256)."""
+    if fmt == "directory":
+        temp = files.temp_name(final)
+        pg.run("pg_dump", ["-Fd", "-j2", f"-Z{compress}", f"--file={temp}"], target=database.target(), timeout=120)
+        files.fsync_tree(temp)
+        os.replace(temp, final)
+        size, digest, _ = files.tree_digest(final)
+        return size, digest
+    with files.atomic_file(final) as out:
+        pg.run("pg_dump", ["-Fc", f"-Z{compress}"], target=database.target(), stdout_sink=out.write, timeout=120)
+    return out.size, out.sha256
+
+
+def catalog(policy: BackupPolicy, *, days_ago: float = 0, verification: str = Backup.Verification.VERIFIED,
+            status: str = Backup.Status.SUCCEEDED, fmt: str = "custom", source: Backup | None = None,
+            compress: int = 1) -> Backup:
+    """A backup of the policy's database in its primary root, catalogued `status` and `verification`,
+    taken `days_ago`. With `source`, a copy of that backup's real dump (saves a pg_dump per backup)."""
+    suffix = ".dump" if fmt == "custom" else ".dir"
+    name = f"{policy.database.name}_{uuid.uuid4().hex[:8]}{suffix}"
+    path = f"logical/{policy.database.name}/{name}"
+    final = policy.primary_root() / path
+    final.parent.mkdir(parents=True, exist_ok=True)
+    size, sha = None, ""
+    if status == Backup.Status.SUCCEEDED:
+        if source is not None:
+            copy = shutil.copytree if source.local_path.is_dir() else shutil.copyfile
+            copy(source.local_path, final)
+            size, sha = source.size_bytes, source.sha256
+        else:
+            size, sha = dump(policy.database, final, fmt, compress)
+    taken = timezone.now() - timedelta(days=days_ago)
+    backup = Backup.objects.create(
+        policy=policy, kind=policy.kind, cluster=policy.cluster, database=policy.database, name=name, path=path,
+        format=fmt, size_bytes=size, sha256=sha, status=status, verification=verification,
+        started=taken, finished=taken + timedelta(seconds=5), triggered_by="test",
+        error="" if status == Backup.Status.SUCCEEDED else "pg_dump exited with code 1",
+    )
+    Backup.objects.filter(pk=backup.pk).update(created=taken)
+    backup.refresh_from_db()
+    return backup
+
+
+@dataclass
+class MotoServer:
+    """moto's S3-compatible server as a real process on a free port; stop() and start() it to cause faults."""
+
+    port: int
+    log: Path
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with open(self.log, "a") as log:
+            self.proc = subprocess.Popen([str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(self.port)],
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"moto_server did not listen on {self.port}; see {self.log}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def client(self):
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
+                            aws_access_key_id="offsite-test", aws_secret_access_key="offsite-test")
+
+    def create_bucket(self, name: str = BUCKET) -> None:
+        self.client().create_bucket(Bucket=name)
+
+
+@pytest.fixture
+def s3_server(tmp_path: Path) -> Iterator[MotoServer]:
+    server = MotoServer(free_port(), tmp_path / "moto_server.log")
+    server.start()
+    server.create_bucket()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_credentials(settings, tmp_path: Path) -> str:
+    """A real AWS shared credentials file named by S3_CREDENTIALS_FILE, with the profile the location names."""
+    path = tmp_path / "aws-credentials"
+    path.write_text("[offsite-test]\naws_access_key_id = offsite-test\naws_secret_access_key = offsite-test\n")
+    path.chmod(0o600)
+    settings.S3_CREDENTIALS_FILE = str(path)
+    settings.S3_CONNECT_TIMEOUT = 2
+    settings.S3_MAX_ATTEMPTS = 2
+    return "offsite-test"
+
+
+@pytest.fixture
+def s3_location(db, s3_server: MotoServer, s3_credentials: str) -> StorageLocation:
+    return StorageLocation.objects.create(
+        name="offsite", kind=StorageLocation.Kind.S3, endpoint_url=s3_server.url, bucket=BUCKET,
+        prefix="paws360/backups", region="us-east-1", credentials_profile=s3_credentials,
+    )
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """Mount real tmpfs file systems of a given size (`tmpfs("128k")`); unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounts: list[Path] = []
+
+    def mount(size: str) -> Path:
+        point = tmp_path / f"tmpfs-{len(mounts)}"
+        point.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)], check=True)
+        mounts.append(point)
+        return point
+
+    try:
+        yield mount
+    finally:
+        for point in mounts:
+            subprocess.run(["umount", str(point)], check=True)
+
+
+@pytest.fixture
+def tiny_fs(tmpfs) -> Path:
+    """A real 128 kB tmpfs: a second local location too small for a sample dump (about 220 kB)."""
+    return tmpfs("128k")
+
 
 ARCHIVING_OFF = {"archive_mode": "on", "archive_command": "'/bin/true'"}
 

@@ -1,0 +1,74 @@
+"""The storage locations admin: no key fields; "test connection" writes, reads back and deletes a small object;
+copies can be checked and copied again from the admin, through the real task queue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from backups import offsite
+from backups.models import BackupCopy, StorageLocation
+from portal.models import AuditEvent
+from tests.backups.conftest import catalog
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.django_db
+
+
+def client_for(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_the_s3_form_has_a_profile_and_no_key_fields(dba):
+    html = client_for(dba).get(reverse("admin:backups_storagelocation_add")).content.decode()
+    assert 'name="credentials_profile"' in html and 'name="bucket"' in html and 'name="endpoint_url"' in html
+    assert "secret" not in html.lower().replace("s3_credentials_file", "")
+    assert "access_key" not in html.lower()
+
+
+def test_test_connection_reports_success_and_failure(s3_location, s3_server, dba):
+    url = reverse("admin:backups_storagelocation_changelist")
+    form = {"action": "test_connection", "_selected_action": [s3_location.pk]}
+    response = client_for(dba).post(url, form, follow=True)
+    expected = "wrote, read back and deleted 4096 bytes at s3://paws360-offsite/paws360/backups/"
+    assert expected in response.content.decode()
+    s3_server.stop()
+    response = client_for(dba).post(url, form, follow=True)
+    assert "Could not connect to the endpoint URL" in response.content.decode()
+    outcomes = list(AuditEvent.objects.filter(action="storage.test").order_by("id").values_list("outcome", flat=True))
+    assert outcomes == ["success", "failure"]
+
+
+def test_an_operator_cannot_run_test_connection(operator, s3_location):
+    response = client_for(operator).get(reverse("admin:backups_storagelocation_changelist"))
+    assert response.status_code == 200
+    assert "test_connection" not in response.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_check_now_and_copy_again_run_as_tasks(policy, operator, tmp_path: Path, qcluster):
+    # The worker is another process with its own BACKUP_ROOT: the policy gets a primary location of its own.
+    primary = StorageLocation.objects.create(name="primary", path=str(tmp_path / "primary"))
+    second = StorageLocation.objects.create(name="second-disk", path=str(tmp_path / "second"))
+    policy.locations.set([primary, second])
+    backup = catalog(policy)
+    _, copy = offsite.copy_to_locations(backup)
+    stored = tmp_path / "second" / backup.path
+    stored.write_bytes(b"not the backup")
+
+    url = reverse("admin:backups_backupcopy_changelist")
+    client = client_for(operator)
+    client.post(url, {"action": "check_now", "_selected_action": [copy.pk]})
+    wait_for(lambda: BackupCopy.objects.get(pk=copy.pk).state == BackupCopy.State.FAILED, message="the check")
+    assert "size mismatch" in BackupCopy.objects.get(pk=copy.pk).error
+
+    client.post(url, {"action": "retry_copy", "_selected_action": [copy.pk]})
+    wait_for(lambda: BackupCopy.objects.get(pk=copy.pk).state == BackupCopy.State.PRESENT, message="the copy")
+    assert stored.read_bytes() == backup.local_path.read_bytes()
+    actors = set(AuditEvent.objects.filter(action__startswith="backup.copy").values_list("actor", flat=True))
+    assert operator.username in actors
