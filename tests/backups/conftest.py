@@ -30,11 +30,13 @@ BUCKET = "paws360-offsite"
 
 
 @pytest.fixture
-def backup_root(settings, tmp_path: Path) -> Path:
-    """BACKUP_ROOT, private to the test (the default `local` location's folder)."""
+def backup_root(db, settings, tmp_path: Path) -> Path:
+    """BACKUP_ROOT, private to the test (the default `local` location's folder). The default location is made
+    first, as its migration does, since a transactional test before this one may have flushed it away."""
     root = tmp_path / "backup-root"
     root.mkdir()
     settings.BACKUP_ROOT = root
+    StorageLocation.default_local()
     return root
 
 
