@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,6 +68,36 @@ def atomic_file(final: Path) -> Iterator[HashingWriter]:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_folder(final: Path) -> Iterator[Path]:
+    """A folder filled by someone else (pg_dump -Fd, pg_basebackup): yields a temporary path beside `final`
+    (not created: the producer creates it); when the block ends the folder is fsynced and renamed to `final`,
+    which must not exist. A failure removes the temporary folder whole."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp = temp_name(final)
+    shutil.rmtree(temp, ignore_errors=True)
+    try:
+        yield temp
+        fsync_tree(temp)
+        os.replace(temp, final)
+        fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+
+
+def tree_size(folder: Path) -> int:
+    """Bytes in the files below `folder` now (a folder being written: its progress)."""
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            if path.is_file():
+                total += path.stat().st_size
+        except FileNotFoundError:
+            pass
+    return total
 
 
 def sha256_of(path: Path) -> str:
