@@ -10,7 +10,7 @@ import pytest
 
 from backups import pipeline, runs
 from backups.models import Backup, BackupPolicy
-from portal.jobs import run_job
+from portal.jobs import Reporter, run_job
 
 
 @pytest.fixture
@@ -55,3 +55,7 @@ def run_now(policy: BackupPolicy, actor: str = "tester") -> Backup:
 def leftovers(root: Path) -> list[Path]:
     """Temporary files or folders anywhere under `root`."""
     return [p for p in root.rglob(".partial-*")]
+
+
+class QuietReporter(Reporter):
+    """A Reporter that is not started: what is reported is written when it is flushed, if ever."""

@@ -15,9 +15,8 @@ import pytest
 from backups import files, restore, verify
 from backups.models import Backup, BackupPolicy
 from portal import pg
-from portal.jobs import Reporter
 from portal.models import ManagedCluster, ManagedDatabase
-from tests.backups.conftest import leftovers, run_now
+from tests.backups.conftest import QuietReporter, leftovers, run_now
 from tests.conftest import wait_for
 
 AFTER_SUCCESS = "after success: offsite copies and retention"
@@ -144,10 +143,6 @@ def test_an_unreachable_server_fails_the_backup_with_the_reason(scratch_policy, 
     assert f"cannot connect to tester@127.0.0.1:{scratch_cluster.port}/postgres" in backup.error
     assert "Connection refused" in backup.error
     assert not backup.is_good and not backup.sha256 and list(backup_root.rglob("*")) == []
-
-
-class QuietReporter(Reporter):
-    """A Reporter that is not started: lines and progress are written when flushed."""
 
 
 @pytest.mark.parametrize("dump_format", ["directory", "custom"])
