@@ -43,7 +43,8 @@ def test_an_invalid_cron_or_retention_is_a_form_error_and_nothing_is_saved(clien
 def test_empty_schedule_and_retention_take_the_runbooks_values_for_the_kind(client, dba, sample_database):
     client.force_login(dba)
     assert client.post(reverse(ADD), form(sample_database)).status_code == 302
-    assert client.post(reverse(ADD), form(sample_database, name="config", kind="config", database="")).status_code == 302
+    config_form = form(sample_database, name="config", kind="config", database="")
+    assert client.post(reverse(ADD), config_form).status_code == 302
     full, config = BackupPolicy.objects.get(kind="logical"), BackupPolicy.objects.get(kind="config")
     assert (full.schedule, full.retention_days) == ("0 2 * * *", 30)
     assert (config.schedule, config.retention_days) == ("30 2 * * *", 90)
