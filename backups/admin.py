@@ -35,6 +35,13 @@ def badge(value: str, label: str) -> str:
     return format_html('<span class="status {}">{}</span>', STATUS_CSS.get(value, "unknown"), label)
 
 
+def seconds(value: float | None) -> str:
+    if value is None:
+        return "—"
+    minutes, secs = divmod(value, 60)
+    return f"{int(minutes)} min {secs:.0f} s" if minutes else f"{secs:.1f} s"
+
+
 def progress_bar(backup: Backup, url: str) -> str:
     data = progress_data(backup)
     width = 100 if data["finished"] else (data["percent"] or 0)
@@ -168,10 +175,10 @@ class BackupAdmin(admin.ModelAdmin):
     date_hierarchy = "created"
     fieldsets = [
         (None, {"fields": ["policy", "kind", "cluster", "database", "triggered_by", "status_badge", "error"]}),
-        ("Progress", {"fields": ["progress", "created", "started", "finished", "backup_seconds"]}),
+        ("Progress", {"fields": ["progress", "created", "started", "finished", "backup_time"]}),
         ("The backup", {"fields": ["name", "path", "format", "encrypted", "size_display", "sha256",
                                    "server_version", "client_version", "globals_file"]}),
-        ("Verification", {"fields": ["verification_badge", "verified_at", "verification_seconds",
+        ("Verification", {"fields": ["verification_badge", "verified_at", "verification_time",
                                      "verification_error"]}),
         ("Row counts in the dump's snapshot", {"fields": ["row_counts"]}),
         ("Log", {"fields": ["log_display"]}),
@@ -215,6 +222,14 @@ class BackupAdmin(admin.ModelAdmin):
     @admin.display(description="Size", ordering="size_bytes")
     def size_display(self, obj: Backup) -> str:
         return size(obj.size_bytes) + (f" ({obj.size_bytes:,} bytes)" if obj.size_bytes else "")
+
+    @admin.display(description="Time taken", ordering="backup_seconds")
+    def backup_time(self, obj: Backup) -> str:
+        return seconds(obj.backup_seconds)
+
+    @admin.display(description="Time taken (its cost)", ordering="verification_seconds")
+    def verification_time(self, obj: Backup) -> str:
+        return seconds(obj.verification_seconds)
 
     @admin.display(description="Globals (roles, tablespaces)")
     def globals_file(self, obj: Backup) -> str:
