@@ -4,9 +4,11 @@ keys, and running a backup the way the worker does (in this process)."""
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from django.db import connections
 
 from backups import pipeline, runs
 from backups.models import Backup, BackupPolicy
@@ -50,6 +52,18 @@ def run_now(policy: BackupPolicy, actor: str = "tester") -> Backup:
     run_job(Backup, backup.pk, pipeline.perform)
     backup.refresh_from_db()
     return backup
+
+
+def in_thread(func: Callable[..., object]) -> Callable[..., None]:
+    """`func` for a thread of its own: its database connection is closed when it ends."""
+
+    def run(*args: object) -> None:
+        try:
+            func(*args)
+        finally:
+            connections.close_all()
+
+    return run
 
 
 def leftovers(root: Path) -> list[Path]:

@@ -16,7 +16,7 @@ from backups import files, restore, verify
 from backups.models import Backup, BackupPolicy
 from portal import pg
 from portal.models import ManagedCluster, ManagedDatabase
-from tests.backups.conftest import QuietReporter, leftovers, run_now
+from tests.backups.conftest import QuietReporter, in_thread, leftovers, run_now
 from tests.conftest import wait_for
 
 AFTER_SUCCESS = "after success: offsite copies and retention"
@@ -55,7 +55,7 @@ def test_a_killed_pg_dump_fails_the_backup_and_leaves_nothing(logical_policy, sa
     # A session holding a lock keeps pg_dump waiting, long enough to find it and kill it.
     with pg.connect(sample_database.target(), autocommit=False) as locker:
         locker.execute("LOCK TABLE paws360.enrollments IN ACCESS EXCLUSIVE MODE")
-        worker = threading.Thread(target=run_now, args=(logical_policy,))
+        worker = threading.Thread(target=in_thread(run_now), args=(logical_policy,))
         worker.start()
         backup = wait_for(lambda: Backup.objects.filter(log__contains="pg_dump started").exclude(pk=older.pk).first(),
                           message="pg_dump to start")

@@ -14,6 +14,7 @@ from argparse import ArgumentParser
 from typing import Any, TextIO
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 
 from backups import pipeline, runs
 from backups.models import Backup, BackupPolicy
@@ -39,6 +40,14 @@ def render(data: dict[str, Any]) -> str:
     filled = BAR_WIDTH * (percent or 0) // 100
     bar = "#" * filled + "-" * (BAR_WIDTH - filled) if percent is not None else "~" * BAR_WIDTH
     return f"[{bar}] {data['label']}".replace("\xa0", " ")[:160]
+
+
+def run(pk: int) -> None:
+    """The worker's part, in a thread of this process; the main thread draws the progress."""
+    try:
+        run_job(Backup, pk, pipeline.perform)
+    finally:
+        connection.close()
 
 
 class ProgressLine:
@@ -70,7 +79,7 @@ class Command(BaseCommand):
             backup = runs.create(chosen, actor=f"cli:{getpass.getuser()}", via="manage.py backup_now")
         except runs.AlreadyRunning as exc:
             raise CommandError(str(exc)) from exc
-        worker = threading.Thread(target=run_job, args=(Backup, backup.pk, pipeline.perform), daemon=True)
+        worker = threading.Thread(target=run, args=(backup.pk,), daemon=True)
         worker.start()
         line = ProgressLine(sys.stderr)
         while worker.is_alive():
