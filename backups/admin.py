@@ -28,6 +28,8 @@ from portal.admin import AuditedAdmin
 from portal.templatetags.portal_format import size
 
 RUN_PERMISSION = "portal.run_backup"
+ENCRYPTED_CONTENT = ("Encrypted policy: the content is kept only in the encrypted archive, not in the portal's "
+                     "database; the checksum says whether it changed.")
 STATUS_CSS = {"succeeded": "ok", "failed": "fail", "cancelled": "fail", "verified": "ok"}
 
 
@@ -54,7 +56,20 @@ def progress_bar(backup: Backup, url: str) -> str:
     )
 
 
-class BackupInline(admin.TabularInline):
+class ReadOnly:
+    """Shown to whoever may view it; changed by no one through the admin (the code that makes it does)."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class BackupInline(ReadOnly, admin.TabularInline):
     model = Backup
     extra = 0
     fields = ["link", "status", "verification", "size_display", "created", "triggered_by"]
@@ -69,15 +84,6 @@ class BackupInline(admin.TabularInline):
     @admin.display(description="Size")
     def size_display(self, obj: Backup) -> str:
         return size(obj.size_bytes)
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(BackupPolicy)
@@ -164,7 +170,7 @@ class ProgressMedia:
 
 
 @admin.register(Backup)
-class BackupAdmin(admin.ModelAdmin):
+class BackupAdmin(ReadOnly, admin.ModelAdmin):
     """The catalogue, read-only: backups are made by running a policy, removed by retention."""
 
     list_display = ["id", "name_display", "policy", "kind", "status_badge", "progress", "verification_badge",
@@ -184,15 +190,6 @@ class BackupAdmin(admin.ModelAdmin):
         ("Log", {"fields": ["log_display"]}),
     ]
     Media = ProgressMedia
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Backup | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Backup | None = None) -> bool:
-        return False
 
     def get_urls(self) -> list:
         progress = self.admin_site.admin_view(never_cache(self.progress_view))
@@ -254,7 +251,7 @@ class BackupAdmin(admin.ModelAdmin):
 
 
 @admin.register(ConfigFileVersion)
-class ConfigFileVersionAdmin(admin.ModelAdmin):
+class ConfigFileVersionAdmin(ReadOnly, admin.ModelAdmin):
     list_display = ["source", "cluster", "created", "changed", "size_bytes", "short_sha", "backup"]
     list_filter = ["source", "changed", "backup__cluster"]
     search_fields = ["source", "origin", "sha256"]
@@ -262,15 +259,6 @@ class ConfigFileVersionAdmin(admin.ModelAdmin):
               "content_display"]
     readonly_fields = fields
     actions = ["compare"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: ConfigFileVersion | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: ConfigFileVersion | None = None) -> bool:
-        return False
 
     def has_compare_permission(self, request: HttpRequest) -> bool:
         return self.has_view_permission(request)
@@ -285,6 +273,8 @@ class ConfigFileVersionAdmin(admin.ModelAdmin):
 
     @admin.display(description="Content")
     def content_display(self, obj: ConfigFileVersion) -> str:
+        if obj.backup.encrypted:
+            return ENCRYPTED_CONTENT
         return format_html('<pre class="config-content">{}</pre>', obj.content)
 
     @admin.display(description="Compare with")
@@ -321,6 +311,7 @@ class ConfigFileVersionAdmin(admin.ModelAdmin):
             f"{after.created:%Y-%m-%d %H:%M:%S} (backup #{after.backup_id})", context=True, numlines=3)
         context = {**self.admin_site.each_context(request), "opts": self.opts, "before": before, "after": after,
                    "identical": before.sha256 == after.sha256, "title": f"{after.source}: what changed",
+                   "encrypted": ENCRYPTED_CONTENT if before.backup.encrypted or after.backup.encrypted else "",
                    "diff_table": mark_safe(table)}  # noqa: S308 -- HtmlDiff escapes the lines it shows
         return TemplateResponse(request, "admin/backups/configfileversion/diff.html", context)
 

@@ -108,7 +108,9 @@ def collect(backup: Backup, reporter: Reporter) -> list[Source]:
 
 
 def record_versions(backup: Backup, sources: list[Source]) -> int:
-    """One ConfigFileVersion per source; returns how many changed since the previous version."""
+    """One ConfigFileVersion per source; returns how many changed since the previous version. The content is
+    kept in the portal's database for the admin's diffs, except for an encrypted backup (application
+    configuration may hold secrets): then only its checksum and size, and the encrypted archive."""
     changed = 0
     for source in sources:
         sha = hashlib.sha256(source.data).hexdigest()
@@ -117,7 +119,8 @@ def record_versions(backup: Backup, sources: list[Source]) -> int:
         is_changed = previous != sha
         changed += is_changed
         ConfigFileVersion.objects.create(backup=backup, source=source.name, origin=source.origin,
-                                         content=source.data.decode("utf-8", "replace"), sha256=sha,
+                                         content="" if backup.encrypted else source.data.decode("utf-8", "replace"),
+                                         sha256=sha,
                                          size_bytes=len(source.data), changed=is_changed)
     return changed
 

@@ -8,7 +8,9 @@ temporary folder that is fsynced, hashed and renamed. A failure leaves nothing u
 
 from __future__ import annotations
 
+import functools
 import re
+import shutil
 import signal
 import threading
 import time
@@ -101,6 +103,7 @@ def exported_snapshot(target: pg.Target) -> Iterator[Snapshot]:
         conn.close()
 
 
+@functools.cache
 def program_version(program: str, major: int | None) -> str:
     output = pg.run(program, ["--version"], major=major, capture_stdout=True, timeout=30).stdout.decode()
     match = re.search(r"\d+(\.\d+)+", output)
@@ -220,34 +223,55 @@ def stored_stream(final: Path, *, encrypt: bool) -> Iterator[tuple[Callable[[byt
             yield encrypting.write, out
 
 
-def dump_globals(backup: Backup, reporter: Reporter, final: Path) -> dict[str, object]:
+def dump_globals(target: pg.Target, reporter: Reporter, final: Path, *, encrypt: bool) -> dict[str, object]:
     """The cluster's roles (without passwords) and tablespaces, which a database dump lacks."""
-    target = backup.database.target()  # type: ignore[union-attr]
-    with stored_stream(final, encrypt=backup.encrypted) as (write, out):
+    with stored_stream(final, encrypt=encrypt) as (write, out):
         pg.run("pg_dumpall", ["--globals-only", "--no-role-passwords", f"--database={target.dbname}"],
                target=target, stdout_sink=write, on_stderr=reporter.log, cancel=reporter.cancel, timeout=600)
-    return {"path": str(final.relative_to(backup.policy.primary_root())), "size": out.size, "sha256": out.sha256}
+    return {"size": out.size, "sha256": out.sha256}
+
+
+def remove(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def take_logical_backup(backup: Backup, reporter: Reporter) -> None:
+    """The dump and the globals, each under its final name once whole; if either fails, neither is kept."""
     policy = backup.policy
     if backup.database is None:
         raise BackupError("a full logical backup needs a database")
     target = backup.database.target()
-    started = time.monotonic()
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
     backup.encrypted = policy.encrypt
     # An encrypted backup is one stream through age: the custom format (BackupPolicy.clean says so too).
     backup.format = BackupPolicy.DumpFormat.CUSTOM if policy.encrypt else policy.dump_format
-    suffix = (".dump.d" if backup.format == BackupPolicy.DumpFormat.DIRECTORY else ".dump") + (
-        crypto.SUFFIX if backup.encrypted else "")
+    encrypted = crypto.SUFFIX if backup.encrypted else ""
+    suffix = (".dump.d" if backup.format == BackupPolicy.DumpFormat.DIRECTORY else ".dump") + encrypted
     backup.name = f"{target.dbname}_{stamp}{suffix}"
     backup.path = str(backup_folder(backup) / backup.name)
     root = policy.primary_root()
-    reporter.log(f"backing up {target} to {root / backup.path}")
-    backup.client_version = program_version("pg_dump", target.major)
+    final = root / backup.path
+    globals_file = root / backup_folder(backup) / f"{target.dbname}_{stamp}.globals.sql{encrypted}"
+    for path in (final, globals_file):
+        if path.exists():
+            raise BackupError(f"{path} exists already: a backup is never written over another")
+    reporter.log(f"backing up {target} to {final}")
+    try:
+        _take(backup, reporter, final, globals_file)
+    except BaseException:
+        remove([final, globals_file])
+        raise
 
-    with exported_snapshot(target) as snapshot, ThreadPoolExecutor(max_workers=1) as pool:
+
+def _take(backup: Backup, reporter: Reporter, final: Path, globals_file: Path) -> None:
+    policy, target = backup.policy, backup.database.target()  # type: ignore[union-attr]
+    started = time.monotonic()
+    backup.client_version = program_version("pg_dump", target.major)
+    with exported_snapshot(target) as snapshot, ThreadPoolExecutor(max_workers=2) as pool:
         backup.server_version = snapshot.conn.execute("SHOW server_version").fetchone()[0].split()[0]
         tables = user_tables(snapshot.conn)
         table_bytes = sum(t.size for t in tables)
@@ -257,23 +281,24 @@ def take_logical_backup(backup: Backup, reporter: Reporter) -> None:
         reporter.progress(0, backup.estimated_bytes, f"dumping {len(tables)} tables")
         reporter.log(f"snapshot {snapshot.id}: {len(tables)} tables, {table_bytes} bytes of table data; "
                      f"pg_dump {backup.client_version}, server {backup.server_version}")
+        # The row counts and the globals are taken while pg_dump runs.
         counting: Future[dict[str, int]] = pool.submit(count_rows, snapshot.conn, tables)
+        globals_dumped = pool.submit(dump_globals, target, reporter, globals_file, encrypt=backup.encrypted)
         try:
-            written = run_dump(backup, reporter, snapshot.id, root / backup.path)
+            written = run_dump(backup, reporter, snapshot.id, final)
         except BaseException:
             snapshot.conn.cancel()
             raise
         counts = counting.result()
+        globals_entry = globals_dumped.result()
 
-    globals_name = f"{target.dbname}_{stamp}.globals.sql" + (crypto.SUFFIX if backup.encrypted else "")
-    globals_file = root / backup_folder(backup) / globals_name
     backup.manifest = {
         "snapshot": snapshot.id,
         "format": backup.format,
         "compression": policy.compression,
         "table_bytes": table_bytes,
         "tables": counts,
-        "globals": dump_globals(backup, reporter, globals_file),
+        "globals": {"path": str(globals_file.relative_to(policy.primary_root())), **globals_entry},
     }
     if written.files is not None:
         backup.manifest["files"] = written.files

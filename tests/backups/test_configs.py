@@ -70,3 +70,14 @@ def test_a_changed_byte_in_the_archive_fails_verification(config_policy, app_con
     assert not verify.verify(backup, QuietReporter(backup))
     backup.refresh_from_db()
     assert "sha256 differs" in backup.verification_error and "paws360-api.yml" in backup.verification_error
+
+
+def test_an_encrypted_config_backup_keeps_no_content_in_the_database(config_policy, app_config, age_keys):
+    app_config.write_text("database:\n  password: s3cret-from-the-app\n")
+    config_policy.encrypt = True
+    config_policy.save()
+    backup = run_now(config_policy)
+    assert backup.verification == Backup.Verification.VERIFIED, backup.verification_error
+    version = backup.config_files.get(source=f"app:{app_config}")
+    assert version.content == "" and version.sha256 == hashlib.sha256(app_config.read_bytes()).hexdigest()
+    assert b"s3cret-from-the-app" not in backup.local_path.read_bytes()

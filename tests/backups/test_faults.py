@@ -37,25 +37,29 @@ def flip_bytes(path: Path, offset: int, count: int = 4) -> None:
         file.write(bytes(b ^ 0xFF for b in data))
 
 
+@pytest.fixture(params=["directory", "custom"])
+def each_format(request, logical_policy) -> BackupPolicy:
+    """The full-backup policy, in each dump format."""
+    logical_policy.dump_format = request.param
+    logical_policy.save()
+    return logical_policy
+
+
 def largest_file(backup: Backup) -> Path:
     path = backup.local_path
     return max(path.glob("*.dat.gz"), key=lambda p: p.stat().st_size) if path.is_dir() else path
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("dump_format", ["directory", "custom"])
-def test_a_killed_pg_dump_fails_the_backup_and_leaves_nothing(logical_policy, sample_database, backup_root,
-                                                              dump_format):
-    logical_policy.dump_format = dump_format
-    logical_policy.save()
-    older = run_now(logical_policy)
+def test_a_killed_pg_dump_fails_the_backup_and_leaves_nothing(each_format, sample_database, backup_root):
+    older = run_now(each_format)
     assert older.status == Backup.Status.SUCCEEDED
     on_disk = snapshot_of(older)
 
     # A session holding a lock keeps pg_dump waiting, long enough to find it and kill it.
     with pg.connect(sample_database.target(), autocommit=False) as locker:
         locker.execute("LOCK TABLE paws360.enrollments IN ACCESS EXCLUSIVE MODE")
-        worker = threading.Thread(target=in_thread(run_now), args=(logical_policy,))
+        worker = threading.Thread(target=in_thread(run_now), args=(each_format,))
         worker.start()
         backup = wait_for(lambda: Backup.objects.filter(log__contains="pg_dump started").exclude(pk=older.pk).first(),
                           message="pg_dump to start")
@@ -145,12 +149,8 @@ def test_an_unreachable_server_fails_the_backup_with_the_reason(scratch_policy, 
     assert not backup.is_good and not backup.sha256 and list(backup_root.rglob("*")) == []
 
 
-@pytest.mark.parametrize("dump_format", ["directory", "custom"])
-def test_flipped_bytes_fail_verification_on_the_checksum_and_a_restore_refuses(logical_policy, scratch_database,
-                                                                               dump_format):
-    logical_policy.dump_format = dump_format
-    logical_policy.save()
-    backup = run_now(logical_policy)
+def test_flipped_bytes_fail_verification_on_the_checksum_and_a_restore_refuses(each_format, scratch_database):
+    backup = run_now(each_format)
     assert backup.verification == Backup.Verification.VERIFIED
     victim = largest_file(backup)
     flip_bytes(victim, victim.stat().st_size // 2)
@@ -165,11 +165,8 @@ def test_flipped_bytes_fail_verification_on_the_checksum_and_a_restore_refuses(l
         assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'paws360'").fetchone()[0] == 0
 
 
-@pytest.mark.parametrize("dump_format", ["directory", "custom"])
-def test_a_truncated_dump_that_pg_restore_list_accepts_fails_verification(logical_policy, dump_format):
-    logical_policy.dump_format = dump_format
-    logical_policy.save()
-    backup = run_now(logical_policy)
+def test_a_truncated_dump_that_pg_restore_list_accepts_fails_verification(each_format):
+    backup = run_now(each_format)
     victim = largest_file(backup)
     with open(victim, "r+b") as file:
         file.truncate(victim.stat().st_size * 2 // 3)
@@ -185,6 +182,6 @@ def test_a_truncated_dump_that_pg_restore_list_accepts_fails_verification(logica
     assert backup.verification == Backup.Verification.FAILED
     assert "pg_restore" in backup.verification_error or "row counts differ" in backup.verification_error
     assert not list(Path(backup.policy.primary_root()).rglob(".partial-*"))
-    with pg.connect(logical_policy.database.target()) as conn:  # the scratch database was dropped
+    with pg.connect(each_format.database.target()) as conn:  # the scratch database was dropped
         assert conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE %s",
                             [f"{verify.SCRATCH_PREFIX}{backup.pk}_%"]).fetchone()[0] == 0
