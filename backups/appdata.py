@@ -11,10 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from django.conf import settings
-from django.utils import timezone
 
 from backups import archive, crypto
-from backups.dump import BackupError
+from backups.dump import BackupError, backup_stamp
 from backups.models import Backup
 from portal.jobs import Reporter
 
@@ -60,7 +59,7 @@ def take_appdata_backup(backup: Backup, reporter: Reporter) -> None:
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", backup.policy.name).strip("-") or f"policy-{backup.policy_id}"
     backup.encrypted = backup.policy.encrypt
     backup.format = "tar"
-    backup.name = f"{slug}_appdata_{timezone.now():%Y%m%dT%H%M%SZ}.tar" + (crypto.SUFFIX if backup.encrypted else "")
+    backup.name = f"{slug}_appdata_{backup_stamp(backup)}.tar" + (crypto.SUFFIX if backup.encrypted else "")
     backup.path = str(Path("appdata") / slug / backup.name)
     backup.estimated_bytes = total_bytes(folders)
     backup.save(update_fields=["encrypted", "format", "name", "path", "estimated_bytes"])

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import psycopg
 from django.conf import settings
-from django.utils import timezone
 
 from backups import archive, crypto
-from backups.dump import BackupError, connect_or_fail
+from backups.dump import BackupError, backup_stamp, connect_or_fail
 from backups.models import Backup, ConfigFileVersion
 from portal.jobs import Reporter
 
@@ -127,7 +126,7 @@ def record_versions(backup: Backup, sources: list[Source]) -> int:
 
 def take_config_backup(backup: Backup, reporter: Reporter) -> None:
     started = time.monotonic()
-    stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
+    stamp = backup_stamp(backup)
     sources = collect(backup, reporter)
     backup.encrypted = backup.policy.encrypt
     backup.format = "tar"

@@ -124,6 +124,11 @@ def estimate_output(policy: BackupPolicy, table_bytes: int) -> int | None:
     return max(1, round(table_bytes * ratio))
 
 
+def backup_stamp(backup: Backup) -> str:
+    """When, and which backup: two backups taken in the same second never share a name."""
+    return f"{timezone.now():%Y%m%dT%H%M%SZ}_{backup.pk}"
+
+
 def backup_folder(backup: Backup) -> Path:
     assert backup.database is not None
     return Path("logical") / backup.cluster.name / backup.database.name
@@ -245,7 +250,7 @@ def take_logical_backup(backup: Backup, reporter: Reporter) -> None:
     if backup.database is None:
         raise BackupError("a full logical backup needs a database")
     target = backup.database.target()
-    stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
+    stamp = backup_stamp(backup)
     backup.encrypted = policy.encrypt
     # An encrypted backup is one stream through age: the custom format (BackupPolicy.clean says so too).
     backup.format = BackupPolicy.DumpFormat.CUSTOM if policy.encrypt else policy.dump_format

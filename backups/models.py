@@ -186,7 +186,8 @@ class Backup(Job):
     cluster = models.ForeignKey(ManagedCluster, on_delete=models.PROTECT, related_name="backups")
     database = models.ForeignKey(ManagedDatabase, on_delete=models.PROTECT, null=True, blank=True,
                                  related_name="backups")
-    name = models.CharField(max_length=255, blank=True, help_text="e.g. paws360_20261125T020000Z.dump")
+    name = models.CharField(max_length=255, blank=True,
+                            help_text="e.g. paws360_20261125T020000Z_42.dump: when, and the backup's id.")
     path = models.CharField(max_length=500, blank=True, help_text="Relative to the location's root.")
     format = models.CharField(max_length=20, blank=True)
     size_bytes = models.BigIntegerField(null=True, blank=True)
