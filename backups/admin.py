@@ -6,8 +6,10 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
@@ -100,7 +102,7 @@ class BackupPolicyAdmin(AuditedAdmin):
         ("Physical base backups", {"fields": ["checkpoint"], "classes": ["collapse"]}),
     ]
     readonly_fields = ["next_run"]
-    filter_horizontal = ["locations"]
+    formfield_overrides = {models.ManyToManyField: {"widget": forms.CheckboxSelectMultiple}}
     inlines = [BackupInline]
     actions = ["run_now"]
     change_form_template = "admin/backups/backuppolicy/change_form.html"
@@ -173,16 +175,15 @@ class ProgressMedia:
 class BackupAdmin(ReadOnly, admin.ModelAdmin):
     """The catalogue, read-only: backups are made by running a policy, removed by retention."""
 
-    list_display = ["id", "name_display", "policy", "kind", "status_badge", "progress", "verification_badge",
-                    "size_display", "created", "triggered_by"]
-    list_display_links = ["id", "name_display"]
+    list_display = ["name_display", "status_badge", "progress", "verification_badge", "size_display", "when"]
+    list_display_links = ["name_display"]
     list_filter = ["status", "verification", "kind", "encrypted", "policy"]
     search_fields = ["name", "sha256", "triggered_by"]
     date_hierarchy = "created"
     fieldsets = [
         (None, {"fields": ["policy", "kind", "cluster", "database", "triggered_by", "status_badge", "error"]}),
         ("Progress", {"fields": ["progress", "created", "started", "finished", "backup_time"]}),
-        ("The backup", {"fields": ["name", "path", "format", "encrypted", "size_display", "sha256",
+        ("The backup", {"fields": ["name", "path", "format", "encrypted", "size_exact", "sha256",
                                    "server_version", "client_version", "globals_file"]}),
         ("Verification", {"fields": ["verification_badge", "verified_at", "verification_time",
                                      "verification_error"]}),
@@ -200,9 +201,13 @@ class BackupAdmin(ReadOnly, admin.ModelAdmin):
             raise PermissionDenied
         return JsonResponse(progress_data(get_object_or_404(Backup, pk=pk)))
 
-    @admin.display(description="Name", ordering="name")
+    @admin.display(description="Created", ordering="created")
+    def when(self, obj: Backup) -> str:
+        return f"{obj.created:%Y-%m-%d %H:%M}"
+
+    @admin.display(description="Backup (policy)", ordering="name")
     def name_display(self, obj: Backup) -> str:
-        return str(obj)
+        return format_html('{}<br><span class="policy-name">#{} · {}</span>', obj, obj.pk, obj.policy)
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj: Backup) -> str:
@@ -218,6 +223,10 @@ class BackupAdmin(ReadOnly, admin.ModelAdmin):
 
     @admin.display(description="Size", ordering="size_bytes")
     def size_display(self, obj: Backup) -> str:
+        return size(obj.size_bytes)
+
+    @admin.display(description="Size")
+    def size_exact(self, obj: Backup) -> str:
         return size(obj.size_bytes) + (f" ({obj.size_bytes:,} bytes)" if obj.size_bytes else "")
 
     @admin.display(description="Time taken", ordering="backup_seconds")

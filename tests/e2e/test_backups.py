@@ -72,6 +72,7 @@ def test_a_dba_creates_a_policy_runs_it_and_sees_it_verified(page, live_server, 
     page.click("input[name=_continue]")
     expect(page.locator(".messagelist")).to_contain_text("was added successfully")
     expect(page.locator(".field-next_run")).to_contain_text("02:00")
+    screenshot(page, "backup-policy")
 
     page.click("button.run-now-button")
     expect(page.locator(".messagelist")).to_contain_text("queued")
@@ -85,7 +86,7 @@ def test_a_dba_creates_a_policy_runs_it_and_sees_it_verified(page, live_server, 
     assert (backup.status, backup.verification) == ("succeeded", "verified")
     expect(page.locator(".field-verification_badge")).to_contain_text("Verified")
     expect(page.locator(".field-sha256")).to_contain_text(backup.sha256)
-    expect(page.locator(".field-size_display")).to_contain_text(f"{backup.size_bytes:,} bytes")
+    expect(page.locator(".field-size_exact")).to_contain_text(f"{backup.size_bytes:,} bytes")
     counts = page.locator("table.row-counts")
     for table, rows in sample.row_counts(SCALE).items():
         expect(counts.locator("tr", has_text=table)).to_contain_text(f"{rows:,}")
@@ -93,6 +94,7 @@ def test_a_dba_creates_a_policy_runs_it_and_sees_it_verified(page, live_server, 
 
     page.goto(f"{live_server.url}/admin/backups/backup/")
     expect(page.locator("#result_list tbody tr").first).to_contain_text("Verified")
+    screenshot(page, "backups-list")
     assert BackupPolicy.objects.get().backups.count() == 1
 
 
