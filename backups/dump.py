@@ -97,6 +97,8 @@ def exported_snapshot(target: pg.Target) -> Iterator[Snapshot]:
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     conn.read_only = True
     try:
+        # Idle in this transaction while pg_dump works: a server-wide idle timeout must not end it.
+        conn.execute("SET idle_in_transaction_session_timeout = 0")
         snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         yield Snapshot(conn, snapshot_id)
     finally:
@@ -156,6 +158,33 @@ class FolderProgress:
         self._thread.join()
 
 
+class FinishedFileHasher:
+    """Hashes each table's data file of a directory-format dump as soon as pg_dump reports it finished, on a
+    thread of its own: the checksum is mostly done by the time pg_dump is (its last table runs alone)."""
+
+    FINISHED = re.compile(r"finished item (\d+) TABLE DATA ")
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._hashing: dict[str, Future[str]] = {}
+
+    def on_line(self, line: str) -> None:
+        if match := self.FINISHED.search(line):
+            for name in (f"{match.group(1)}.dat.gz", f"{match.group(1)}.dat"):
+                if (self.folder / name).is_file():
+                    self._hashing[name] = self._pool.submit(files.sha256_of, self.folder / name)
+
+    def hashed(self) -> dict[str, str]:
+        return {name: future.result() for name, future in self._hashing.items()}
+
+    def __enter__(self) -> FinishedFileHasher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 @dataclass
 class Written:
     size: int  # bytes, as of the last VACUUM or ANALYZE
@@ -197,22 +226,27 @@ def run_dump(backup: Backup, reporter: Reporter, snapshot_id: str, final: Path) 
 
 
 def _run_dump(backup: Backup, reporter: Reporter, snapshot_id: str, final: Path) -> Written:
-    policy, target = backup.policy, backup.database.target()  # type: ignore[union-attr]
-    args = dump_args(policy, backup.format, snapshot_id, target.dbname)
-    started: Callable[[int], None] = lambda pid: reporter.log(f"pg_dump started (pid {pid})")  # noqa: E731
-    common = {"target": target, "on_stderr": stderr_logger(reporter), "cancel": reporter.cancel,
-              "on_start": started}
+    target = backup.database.target()  # type: ignore[union-attr]
+    args = dump_args(backup.policy, backup.format, snapshot_id, target.dbname)
+    log_line = stderr_logger(reporter)
+
+    def dump(extra: list[str], **kwargs: object) -> None:
+        kwargs.setdefault("on_stderr", log_line)
+        pg.run("pg_dump", [*args, *extra], target=target, cancel=reporter.cancel,  # type: ignore[arg-type]
+               on_start=lambda pid: reporter.log(f"pg_dump started (pid {pid})"), **kwargs)
+
     if backup.format == BackupPolicy.DumpFormat.DIRECTORY:
-        with files.atomic_folder(final) as temp, FolderProgress(temp, lambda n: reporter.progress(done=n)):
-            pg.run("pg_dump", [*args, f"--file={temp}"], **common)  # type: ignore[arg-type]
-            size, digest, per_file = files.tree_digest(temp)
+        with (files.atomic_folder(final) as temp, FolderProgress(temp, lambda n: reporter.progress(done=n)),
+              FinishedFileHasher(temp) as hasher):
+            dump([f"--file={temp}"], on_stderr=lambda line: (log_line(line), hasher.on_line(line)))
+            size, digest, per_file = files.tree_digest(temp, known=hasher.hashed())
         return Written(size, digest, per_file)
     with stored_stream(final, encrypt=backup.encrypted) as (write, out):
         def sink(chunk: bytes) -> None:
             write(chunk)
             reporter.progress(done=out.size)
 
-        pg.run("pg_dump", args, stdout_sink=sink, **common)  # type: ignore[arg-type]
+        dump([], stdout_sink=sink)
     return Written(out.size, out.sha256)
 
 

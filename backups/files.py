@@ -108,14 +108,15 @@ def sha256_of(path: Path) -> str:
     return sha.hexdigest()
 
 
-def tree_digest(folder: Path) -> tuple[int, str, dict[str, str]]:
+def tree_digest(folder: Path, known: dict[str, str] | None = None) -> tuple[int, str, dict[str, str]]:
     """Total size, one sha256 over the sorted (name, sha256) pairs, and each file's sha256: for backups that
-    are folders (pg_dump's directory format, plain base backups)."""
+    are folders (pg_dump's directory format, plain base backups). `known`: sha256 already computed (while the
+    files were written), by relative name."""
     files: dict[str, str] = {}
     total = 0
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         rel = path.relative_to(folder).as_posix()
-        files[rel] = sha256_of(path)
+        files[rel] = (known or {}).get(rel) or sha256_of(path)
         total += path.stat().st_size
     digest = hashlib.sha256("".join(f"{name}\0{sha}\n" for name, sha in files.items()).encode()).hexdigest()
     return total, digest, files
