@@ -29,9 +29,10 @@ from backups.models import Backup, BackupPolicy
 from portal import pg
 from portal.jobs import Reporter
 
-# Output bytes per byte of table data (heap and TOAST pages) at each gzip level, measured on the sample database
-# (bench/dump_options.py). Used for the progress estimate until the policy has a backup of its own to go by.
-OUTPUT_RATIO = {0: 0.86, 1: 0.25, 2: 0.245, 3: 0.24, 4: 0.23, 5: 0.22, 6: 0.213, 7: 0.21, 8: 0.21, 9: 0.21}
+# Output bytes per byte of table data (heap and TOAST pages) at each gzip level, measured on the ~1 GB sample
+# (bench/dump_options.py, bench/RESULTS.md). The progress estimate starts from it until the policy has a
+# backup of its own to go by.
+OUTPUT_RATIO = {0: 0.88, 1: 0.263, 2: 0.256, 3: 0.249, 4: 0.24, 5: 0.23, 6: 0.224, 7: 0.222, 8: 0.221, 9: 0.22}
 
 # Sizes from pg_class (as of the last VACUUM or ANALYZE), not pg_table_size(), which waits for a lock on
 # the table: a table locked by someone else must not hold the backup up before pg_dump is even started.
