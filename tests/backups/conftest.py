@@ -11,7 +11,7 @@ import pytest
 from django.db import connections
 
 from backups import pipeline, runs
-from backups.models import Backup, BackupPolicy
+from backups.models import Backup, BackupPolicy, ConfigFileVersion
 from portal.jobs import Reporter, run_job
 
 
@@ -52,6 +52,17 @@ def run_now(policy: BackupPolicy, actor: str = "tester") -> Backup:
     run_job(Backup, backup.pk, pipeline.perform)
     backup.refresh_from_db()
     return backup
+
+
+def config_versions(cluster, app_file: Path, settings, *contents: str) -> list[ConfigFileVersion]:
+    """One configuration backup of `cluster` per content of the application file `app_file`; the file's
+    versions, oldest first."""
+    settings.BACKUP_APP_CONFIG_FILES = [str(app_file)]
+    policy = BackupPolicy.objects.create(name=f"{cluster} config", kind="config", cluster=cluster)
+    for content in contents:
+        app_file.write_text(content)
+        run_now(policy)
+    return list(ConfigFileVersion.objects.filter(source=f"app:{app_file}").order_by("created"))
 
 
 def in_thread(func: Callable[..., object]) -> Callable[..., None]:

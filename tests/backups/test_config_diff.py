@@ -5,21 +5,15 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from backups.models import BackupPolicy, ConfigFileVersion
-from tests.backups.conftest import run_now
+from backups.models import ConfigFileVersion
+from tests.backups.conftest import config_versions
 
 
 @pytest.fixture
-def two_versions(embedded_cluster, backup_root, tmp_path, settings) -> tuple[ConfigFileVersion, ConfigFileVersion]:
-    app = tmp_path / "paws360-api.yml"
-    settings.BACKUP_APP_CONFIG_FILES = [str(app)]
-    policy = BackupPolicy.objects.create(name="config", kind="config", cluster=embedded_cluster)
-    app.write_text("database:\n  host: db1.paws360.edu\n  pool: 10\nlog_level: info\n")
-    run_now(policy)
-    app.write_text("database:\n  host: db1.paws360.edu\n  pool: 25\nlog_level: info\n<script>alert(1)</script>\n")
-    run_now(policy)
-    old, new = ConfigFileVersion.objects.filter(source=f"app:{app}").order_by("created")
-    return old, new
+def two_versions(embedded_cluster, backup_root, tmp_path, settings) -> list[ConfigFileVersion]:
+    before = "database:\n  host: db1.paws360.edu\n  pool: 10\nlog_level: info\n"
+    after = "database:\n  host: db1.paws360.edu\n  pool: 25\nlog_level: info\n<script>alert(1)</script>\n"
+    return config_versions(embedded_cluster, tmp_path / "paws360-api.yml", settings, before, after)
 
 
 def test_an_auditor_sees_the_diff_of_two_versions(client, auditor, two_versions):

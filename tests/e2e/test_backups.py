@@ -15,6 +15,7 @@ from playwright.sync_api import Page, expect
 from backups.models import Backup, BackupPolicy
 from portal import embedded, sample
 from portal.models import ManagedDatabase
+from tests.backups.conftest import config_versions
 from tests.e2e.conftest import login, screenshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -100,15 +101,9 @@ def test_a_dba_creates_a_policy_runs_it_and_sees_it_verified(page, live_server, 
 
 def test_an_auditor_compares_two_versions_of_a_config_file(page, live_server, auditor, embedded_cluster,
                                                            backup_root, tmp_path, settings):
-    from tests.backups.conftest import run_now
-
-    app = tmp_path / "paws360-api.yml"
-    settings.BACKUP_APP_CONFIG_FILES = [str(app)]
-    policy = BackupPolicy.objects.create(name="embedded config", kind="config", cluster=embedded_cluster)
-    app.write_text("database:\n  host: db1.paws360.edu\n  pool: 10\nsession_timeout: 30m\nlog_level: info\n")
-    run_now(policy)
-    app.write_text("database:\n  host: db2.paws360.edu\n  pool: 25\nsession_timeout: 30m\nlog_level: info\n")
-    run_now(policy)
+    config_versions(embedded_cluster, tmp_path / "paws360-api.yml", settings,
+                    "database:\n  host: db1.paws360.edu\n  pool: 10\nsession_timeout: 30m\nlog_level: info\n",
+                    "database:\n  host: db2.paws360.edu\n  pool: 25\nsession_timeout: 30m\nlog_level: info\n")
 
     login(page, live_server.url, auditor.username, next_url="/admin/backups/configfileversion/?changed__exact=1")
     page.locator("#result_list tbody tr", has_text="paws360-api.yml").first.locator("th a, td a").first.click()
