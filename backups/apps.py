@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class BackupsConfig(AppConfig):
     verbose_name = "Backups"
     name = "backups"
+
+    def ready(self) -> None:
+        from backups import schedules
+
+        schedules.connect()

@@ -16,18 +16,16 @@ import json
 import shutil
 import tarfile
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from backups import files, leases, walarchive
+from backups import files, walarchive
 from backups.models import Backup, BackupPolicy
-from portal import pg, schedules
+from portal import pg
 from portal.jobs import Reporter
 from portal.models import ManagedCluster
 
@@ -42,24 +40,6 @@ class VerificationFailed(Exception):
     pass
 
 
-def queue_for_policy(policy_pk: int, triggered_by: str) -> Backup | None:
-    """A queued base backup of the policy; None when one is already queued or running."""
-    policy = BackupPolicy.objects.select_related("cluster").get(pk=policy_pk, kind=BackupPolicy.Kind.BASE)
-    try:
-        with transaction.atomic():
-            return Backup.objects.create(policy=policy, kind=BackupPolicy.Kind.BASE, cluster=policy.cluster,
-                                         triggered_by=triggered_by)
-    except IntegrityError:
-        return None
-
-
-def ensure_policy_schedule(policy: BackupPolicy) -> None:
-    """The policy's cron (daily at 01:00 by default) runs backups.tasks.run_base_policy."""
-    cron = policy.schedule or BackupPolicy.DEFAULT_SCHEDULE[BackupPolicy.Kind.BASE]
-    schedules.ensure(f"backups: base policy {policy.pk}", "backups.tasks.run_base_policy", cron,
-                     args=str(policy.pk), enabled=policy.enabled)
-
-
 def ensure_default_policy(cluster: ManagedCluster) -> tuple[BackupPolicy, bool]:
     """A daily base backup policy for `cluster`, kept 7 days, unless it has one already."""
     existing = BackupPolicy.objects.filter(cluster=cluster, kind=BackupPolicy.Kind.BASE).first()
@@ -69,7 +49,6 @@ def ensure_default_policy(cluster: ManagedCluster) -> tuple[BackupPolicy, bool]:
         name=f"{cluster.name}: daily base backup", kind=BackupPolicy.Kind.BASE, cluster=cluster,
         schedule=BackupPolicy.DEFAULT_SCHEDULE[BackupPolicy.Kind.BASE],
         retention_days=BackupPolicy.DEFAULT_RETENTION_DAYS[BackupPolicy.Kind.BASE], min_verified=1)
-    ensure_policy_schedule(policy)
     return policy, True
 
 
@@ -150,7 +129,7 @@ def read_manifest(folder: Path, segment_size: int) -> dict[str, object]:
 
 
 def take_base_backup(backup: Backup, reporter: Reporter) -> None:
-    """Take the base backup described by the (claimed) row, record it, verify it."""
+    """Take the base backup described by the (claimed) row and record it; the pipeline verifies it."""
     policy, cluster = backup.policy, backup.cluster
     segment_size, server_version = server_facts(backup)
     backup.name = backup.name or f"{cluster.name}-base-{timezone.now():%Y%m%dT%H%M%SZ}"
@@ -178,9 +157,8 @@ def take_base_backup(backup: Backup, reporter: Reporter) -> None:
         shutil.rmtree(temp, ignore_errors=True)
         raise
     record(backup, final, {**facts, "compression": compression})
-    reporter.progress(backup.size_bytes, backup.size_bytes, "written; verifying")
+    reporter.progress(backup.size_bytes, backup.size_bytes, "written")
     reporter.log(f"{backup.name}: {backup.size_bytes} bytes, WAL {facts['start_wal']} from {backup.start_lsn}")
-    verify_base_backup(backup, reporter)
 
 
 def record(backup: Backup, folder: Path, facts: dict[str, object]) -> None:
@@ -210,29 +188,19 @@ def extract(folder: Path, into: Path) -> None:
     shutil.copy2(folder / "backup_manifest", into / "backup_manifest")
 
 
-def verify_base_backup(backup: Backup, reporter: Reporter | None = None) -> None:
-    """pg_verifybackup on an extracted copy: files against the manifest, and the WAL range parsed.
-    Records the outcome on the row; raises VerificationFailed when it fails."""
-    log = reporter.log if reporter else (lambda line: None)
+def check(backup: Backup, reporter: Reporter) -> str:
+    """pg_verifybackup on an extracted copy: files against the manifest, and the WAL range parsed. The
+    verification of `backups.verify.VERIFIERS` for base backups (it records the outcome, under a lease)."""
     folder = backup.local_path
     scratch = folder.with_name(f".verify-{folder.name}")
-    started = time.monotonic()
-    Backup.objects.filter(pk=backup.pk).update(verification=Backup.Verification.VERIFYING)
     try:
-        with leases.hold(backup, "verification"):
-            shutil.rmtree(scratch, ignore_errors=True)
-            extract(folder, scratch)
-            pg.run("pg_verifybackup", [str(scratch)], major=backup.cluster.major, timeout=settings.TASK_TIMEOUT,
-                   on_stderr=log)
+        shutil.rmtree(scratch, ignore_errors=True)
+        extract(folder, scratch)
+        pg.run("pg_verifybackup", [str(scratch)], major=backup.cluster.major, timeout=settings.TASK_TIMEOUT,
+               on_stderr=reporter.log)
     except (pg.PgToolError, OSError, tarfile.TarError, walarchive.ArchiveError) as exc:
-        backup.verification, backup.verification_error = Backup.Verification.FAILED, str(exc)[:5000]
         raise VerificationFailed(f"pg_verifybackup: {exc}") from exc
-    else:
-        backup.verification, backup.verification_error = Backup.Verification.VERIFIED, ""
-        log(f"pg_verifybackup: {backup.manifest.get('manifest_files')} files and WAL "
-            f"{backup.start_lsn}..{backup.end_lsn} verified")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        backup.verified_at = timezone.now()
-        backup.verification_seconds = time.monotonic() - started
-        backup.save(update_fields=["verification", "verification_error", "verified_at", "verification_seconds"])
+    files_checked = backup.manifest.get("manifest_files")
+    return f"pg_verifybackup: {files_checked} files and WAL {backup.start_lsn}..{backup.end_lsn}"

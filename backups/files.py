@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,6 +70,36 @@ def atomic_file(final: Path) -> Iterator[HashingWriter]:
         raise
 
 
+@contextmanager
+def atomic_folder(final: Path) -> Iterator[Path]:
+    """A folder filled by someone else (pg_dump -Fd, pg_basebackup): yields a temporary path beside `final`
+    (not created: the producer creates it); when the block ends the folder is fsynced and renamed to `final`,
+    which must not exist. A failure removes the temporary folder whole."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp = temp_name(final)
+    shutil.rmtree(temp, ignore_errors=True)
+    try:
+        yield temp
+        fsync_tree(temp)
+        os.replace(temp, final)
+        fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+
+
+def tree_size(folder: Path) -> int:
+    """Bytes in the files below `folder` now (a folder being written: its progress)."""
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            if path.is_file():
+                total += path.stat().st_size
+        except FileNotFoundError:
+            pass
+    return total
+
+
 def sha256_of(path: Path) -> str:
     sha = hashlib.sha256()
     with open(path, "rb") as file:
@@ -77,14 +108,15 @@ def sha256_of(path: Path) -> str:
     return sha.hexdigest()
 
 
-def tree_digest(folder: Path) -> tuple[int, str, dict[str, str]]:
+def tree_digest(folder: Path, known: dict[str, str] | None = None) -> tuple[int, str, dict[str, str]]:
     """Total size, one sha256 over the sorted (name, sha256) pairs, and each file's sha256: for backups that
-    are folders (pg_dump's directory format, plain base backups)."""
+    are folders (pg_dump's directory format, plain base backups). `known`: sha256 already computed (while the
+    files were written), by relative name."""
     files: dict[str, str] = {}
     total = 0
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         rel = path.relative_to(folder).as_posix()
-        files[rel] = sha256_of(path)
+        files[rel] = (known or {}).get(rel) or sha256_of(path)
         total += path.stat().st_size
     return total, combined_sha256(files), files
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -89,9 +90,16 @@ class BackupPolicy(models.Model):
         ManagedDatabase, on_delete=models.PROTECT, null=True, blank=True, related_name="backup_policies",
         help_text="Full logical backups: the database to dump.",
     )
-    schedule = models.CharField(max_length=100, blank=True, help_text="Cron: minute hour day month weekday.")
-    enabled = models.BooleanField(default=True)
-    retention_days = models.PositiveIntegerField(validators=[MinValueValidator(1), MaxValueValidator(3650)])
+    schedule = models.CharField(
+        max_length=100, blank=True,
+        help_text="Cron: minute hour day month weekday. Empty: the runbook's time for the kind "
+        "(full 02:00, configuration 02:30, application data 03:00).",
+    )
+    enabled = models.BooleanField(default=True, help_text="Off: no scheduled runs; “Run now” still works.")
+    retention_days = models.PositiveIntegerField(
+        blank=True, validators=[MinValueValidator(1), MaxValueValidator(3650)],
+        help_text="Empty: the runbook's retention for the kind (full 30, configuration 90, application data 30).",
+    )
     min_verified = models.PositiveIntegerField(
         "keep at least", default=3, validators=[MinValueValidator(1)],
         help_text="Verified backups that retention never goes below, whatever their age.",
@@ -100,9 +108,20 @@ class BackupPolicy(models.Model):
                                        help_text="Empty: the local BACKUP_ROOT only.")
     encrypt = models.BooleanField(default=False, help_text="Encrypt at rest with the deployment's key.")
 
-    dump_format = models.CharField(max_length=10, choices=DumpFormat, default=DumpFormat.DIRECTORY)
-    jobs = models.PositiveSmallIntegerField(default=2, validators=[MinValueValidator(1), MaxValueValidator(16)])
-    compression = models.PositiveSmallIntegerField(default=1, validators=[MaxValueValidator(9)])
+    # Defaults measured on the ~1 GB sample (bench/dump_options.py, bench/RESULTS.md): gzip level 1 in the
+    # directory format with two jobs is several times faster than the seed's -Fc --compress=9 for a
+    # slightly larger file. PostgreSQL 15's pg_dump compresses with gzip only.
+    dump_format = models.CharField(
+        max_length=10, choices=DumpFormat, default=DumpFormat.DIRECTORY,
+        help_text="Encrypted backups are one file streamed through age: they use the custom format.",
+    )
+    jobs = models.PositiveSmallIntegerField(
+        default=2, validators=[MinValueValidator(1), MaxValueValidator(16)],
+        help_text="Parallel jobs for the directory format's dump, and for restores where the format allows.",
+    )
+    compression = models.PositiveSmallIntegerField(
+        default=1, validators=[MaxValueValidator(9)], help_text="gzip level, 0 (none) to 9."
+    )
     verify_every = models.PositiveSmallIntegerField(
         default=1, validators=[MinValueValidator(1)], help_text="Verify every Nth backup by restoring it."
     )
@@ -128,12 +147,37 @@ class BackupPolicy(models.Model):
         return Path(self.primary_location().root)
 
     def clean(self) -> None:
-        if self.schedule:
+        self.apply_defaults()
+        try:
             validate_cron(self.schedule)
+        except ValidationError as exc:
+            raise ValidationError({"schedule": exc.messages}) from exc
+        if self.encrypt and not settings.BACKUP_AGE_RECIPIENTS_FILE:
+            raise ValidationError({"encrypt": "Encryption needs BACKUP_AGE_RECIPIENTS_FILE in the deployment's "
+                                   "configuration (see .env.example)."})
+        if self.encrypt and self.kind == self.Kind.LOGICAL and self.dump_format == self.DumpFormat.DIRECTORY:
+            raise ValidationError({"dump_format": "An encrypted backup is one file streamed through age: choose "
+                                   "the custom format."})
         if self.kind == self.Kind.LOGICAL and not self.database_id:
             raise ValidationError({"database": "A full logical backup needs the database to dump."})
         if self.database_id and self.cluster_id and self.database.cluster_id != self.cluster_id:
             raise ValidationError({"database": "This database is not in the chosen cluster."})
+
+    def apply_defaults(self) -> None:
+        """Empty schedule and retention take the runbook's values for the kind."""
+        if not self.schedule and self.kind in self.DEFAULT_SCHEDULE:
+            self.schedule = self.DEFAULT_SCHEDULE[self.kind]
+        if self.retention_days is None and self.kind in self.DEFAULT_RETENTION_DAYS:
+            self.retention_days = self.DEFAULT_RETENTION_DAYS[self.kind]
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.apply_defaults()
+        super().save(*args, **kwargs)
+
+    def is_verification_due(self) -> bool:
+        """Every Nth backup of the policy is verified by restoring it (the first one always)."""
+        taken = self.backups.filter(status=Backup.Status.SUCCEEDED).count()
+        return taken % self.verify_every == 0
 
 
 class Backup(Job):
@@ -153,7 +197,8 @@ class Backup(Job):
     cluster = models.ForeignKey(ManagedCluster, on_delete=models.PROTECT, related_name="backups")
     database = models.ForeignKey(ManagedDatabase, on_delete=models.PROTECT, null=True, blank=True,
                                  related_name="backups")
-    name = models.CharField(max_length=255, blank=True, help_text="e.g. paws360_20261125T020000Z.dump")
+    name = models.CharField(max_length=255, blank=True,
+                            help_text="e.g. paws360_20261125T020000Z_42.dump: when, and the backup's id.")
     path = models.CharField(max_length=500, blank=True, help_text="Relative to the location's root.")
     format = models.CharField(max_length=20, blank=True)
     size_bytes = models.BigIntegerField(null=True, blank=True)
@@ -161,6 +206,8 @@ class Backup(Job):
     sha256 = models.CharField(max_length=64, blank=True)
     manifest = models.JSONField(default=dict, blank=True, help_text="Exact row counts per table, and what else "
                                 "verification compares against.")
+    backup_seconds = models.FloatField(null=True, blank=True, help_text="Time the backup itself took, "
+                                       "without its verification.")
     server_version = models.CharField(max_length=32, blank=True)
     client_version = models.CharField(max_length=32, blank=True)
     encrypted = models.BooleanField(default=False)
@@ -201,6 +248,35 @@ class Backup(Job):
     @property
     def is_good(self) -> bool:
         return self.status == self.Status.SUCCEEDED and self.expired_at is None
+
+    def artifact_paths(self) -> list[str]:
+        """Every file or folder of this backup, relative to the location's root: the backup itself and what
+        was taken beside it (a logical backup's cluster globals). Copies and retention handle all of them."""
+        extra = [self.manifest["globals"]["path"]] if self.manifest.get("globals") else []
+        return [p for p in [self.path, *extra] if p]
+
+
+class ConfigFileVersion(models.Model):
+    """One configuration source (a file, or a catalog view read through SQL) as it was at one backup."""
+
+    backup = models.ForeignKey(Backup, on_delete=models.CASCADE, related_name="config_files")
+    source = models.CharField(max_length=500, help_text="e.g. postgresql.conf, pg_settings, app:/etc/paws360/api.yml")
+    origin = models.CharField(max_length=500, blank=True, help_text="Where it was read: a path, or SQL.")
+    content = models.TextField(blank=True)
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.BigIntegerField()
+    changed = models.BooleanField(default=True, help_text="Different from the previous version of this source.")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["source", "-created"]
+        indexes = [
+            # The admin's version list and diff pick the versions of one source of one cluster.
+            models.Index(fields=["source", "-created"], name="config_source_versions"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} @ {self.created:%Y-%m-%d %H:%M}"
 
 
 class BackupCopy(models.Model):

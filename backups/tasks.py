@@ -1,10 +1,30 @@
-"""Tasks of the backups app. Thin: each takes a primary key (or nothing) and calls the domain code."""
+"""Tasks of the backups app. Thin: a primary key in (or nothing), the domain code called, nothing else."""
 
 from __future__ import annotations
 
-from backups import basebackup, offsite, retention, walretention, walstatus
-from backups.models import Backup, BackupCopy, WalArchive
+import logging
+
+from backups import offsite, pipeline, retention, runs, walcatalog, walretention, walstatus
+from backups.models import Backup, BackupCopy, BackupPolicy, WalArchive
 from portal.jobs import run_job
+
+log = logging.getLogger(__name__)
+
+
+def run_backup(backup_pk: int) -> str | None:
+    backup = run_job(Backup, backup_pk, pipeline.perform)
+    return backup.status if backup else None
+
+
+def scheduled_backup(policy_pk: int) -> str | None:
+    """A policy's schedule came due: create the row as "Run now" does, and run it in this worker."""
+    policy = BackupPolicy.objects.get(pk=policy_pk)
+    try:
+        backup = runs.create(policy, actor=f"schedule:{policy.name}", via="schedule")
+    except runs.AlreadyRunning as exc:
+        log.warning("%s", exc)
+        return "skipped: already running"
+    return run_backup(backup.pk)
 
 
 def copy_backup(backup_pk: int, actor: str = "system") -> list[str]:
@@ -23,18 +43,6 @@ def apply_retention() -> int:
     return sum(len(result.expired) for result in retention.apply_all())
 
 
-def take_base_backup(backup_pk: int) -> None:
-    run_job(Backup, backup_pk, basebackup.take_base_backup)
-
-
-def run_base_policy(policy_pk: int) -> int | None:
-    """The schedule of a base backup policy: create the row, then take it."""
-    backup = basebackup.queue_for_policy(policy_pk, triggered_by=f"schedule:base policy {policy_pk}")
-    if backup is not None:
-        take_base_backup(backup.pk)
-    return backup.pk if backup else None
-
-
 def sample_wal_archives() -> int:
     """Every minute: rescan each archive folder, record the archiver's state and the achieved RPO."""
     for archive in WalArchive.objects.select_related("cluster"):
@@ -44,8 +52,6 @@ def sample_wal_archives() -> int:
 
 
 def verify_wal_archives() -> int:
-    from backups import walcatalog
-
     return sum(len(walcatalog.verify(archive)) for archive in WalArchive.objects.select_related("cluster"))
 
 

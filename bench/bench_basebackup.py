@@ -18,7 +18,7 @@ from pathlib import Path
 
 from _django import portal_database
 
-from backups import basebackup
+from backups import basebackup, pipeline, runs
 from backups.models import Backup, BackupPolicy, StorageLocation
 from portal import pg, sample
 from portal.jobs import run_job
@@ -64,9 +64,9 @@ def main(scale: float) -> None:
                 folder = work / "raw"
                 took, _ = raw(cluster, basebackup.pg_basebackup_args(policy, folder, "bench"), folder)
                 raw_times.append(took)
-                backup = basebackup.queue_for_policy(policy.pk, triggered_by="bench")
+                backup = runs.create(policy, actor="bench", via="bench")
                 started = time.perf_counter()
-                run_job(Backup, backup.pk, basebackup.take_base_backup)
+                run_job(Backup, backup.pk, pipeline.perform)
                 total = time.perf_counter() - started
                 backup.refresh_from_db()
                 assert backup.status == "succeeded", backup.error

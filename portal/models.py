@@ -97,7 +97,8 @@ class ManagedCluster(models.Model):
             self.reachable, self.status_error = True, ""
             self.server_version = version.split()[0]
             self.in_recovery = in_recovery
-            self.size_bytes = sum(sizes.values())
+            # pg_database_size() is NULL for a database dropped while it was being read.
+            self.size_bytes = sum(size for size in sizes.values() if size is not None)
             fields += ["server_version", "server_version_num", "in_recovery", "size_bytes"]
             for database in self.databases.all():
                 database.record_size(sizes.get(database.name))

@@ -121,6 +121,7 @@ class _Run:
     tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=STDERR_TAIL_LINES))
     timed_out: bool = False
     cancelled: bool = False
+    exited: threading.Event = field(default_factory=threading.Event)
 
 
 def bin_dir(major: int | None = None) -> Path:
@@ -210,6 +211,7 @@ def run(
                 sink(chunk)
         proc.wait()
     finally:
+        state.exited.set()
         if proc.poll() is None:
             _kill_group(proc)
         for thread in threads:
@@ -247,7 +249,8 @@ def _watch(state: _Run, timeout: float | None, cancel: threading.Event | None) -
         if state.cancelled or state.timed_out:
             _kill_group(state.proc)
             return
-        time.sleep(0.1)
+        if state.exited.wait(0.1):  # the run is over, or is ending the program itself: nothing left to watch
+            return
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -130,6 +130,14 @@ SAMPLE_DATABASE = env("SAMPLE_DATABASE", default="paws360")
 SAMPLE_SCALE = env.float("SAMPLE_SCALE", default=1.0)
 
 BACKUP_ROOT = _path("BACKUP_ROOT", VAR_DIR / "backups")
+# Encryption at rest with age: the public recipients file encrypts; the identity (private key) file decrypts
+# for verification and restores. Paths only: the keys never enter the portal's database.
+BACKUP_AGE_RECIPIENTS_FILE = env("BACKUP_AGE_RECIPIENTS_FILE", default="")
+BACKUP_AGE_IDENTITY_FILE = env("BACKUP_AGE_IDENTITY_FILE", default="")
+AGE_BIN = env("AGE_BIN", default="/usr/bin/age")
+# Application files and folders the configuration and application-data backups take (absolute paths).
+BACKUP_APP_CONFIG_FILES = env.list("BACKUP_APP_CONFIG_FILES", default=[])
+BACKUP_APP_DATA_DIRS = env.list("BACKUP_APP_DATA_DIRS", default=[])
 
 # --- Recovery: the application services a complete restore stops and starts (JSON; see recovery/services.py).
 APP_SERVICES_FILE = env("APP_SERVICES_FILE", default="")

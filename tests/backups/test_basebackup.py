@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from django.test import override_settings
 
-from backups import basebackup, files, walarchive, walcatalog, walretention, walstatus
+from backups import files, pipeline, runs, verify, walarchive, walcatalog, walretention, walstatus
 from backups.models import Backup, BackupPolicy, StorageLocation
 from backups.walwindow import recoverable_window
 from portal.jobs import run_job
-from tests.backups.conftest import switch_wal
+from tests.backups.conftest import QuietReporter, switch_wal
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,8 +30,9 @@ def base_policy(archiving, tmp_path) -> BackupPolicy:
 
 
 def take(policy: BackupPolicy) -> Backup:
-    backup = basebackup.queue_for_policy(policy.pk, triggered_by="test")
-    run_job(Backup, backup.pk, basebackup.take_base_backup)
+    """Through the one pipeline, as a worker does: take, verify, copy, retention."""
+    backup = runs.create(policy, actor="test", via="test")
+    run_job(Backup, backup.pk, pipeline.perform)
     backup.refresh_from_db()
     return backup
 
@@ -57,9 +58,9 @@ def test_a_damaged_base_backup_fails_verification(base_policy):
     backup = take(base_policy)
     manifest = backup.local_path / "backup_manifest"
     manifest.write_text(manifest.read_text().replace('"Size": 8192', '"Size": 8193', 1))
-    with pytest.raises(basebackup.VerificationFailed):
-        basebackup.verify_base_backup(backup)
+    assert not verify.verify(backup, QuietReporter(backup))
     backup.refresh_from_db()
+    assert backup.verification_error.startswith("pg_verifybackup:")
     assert backup.verification == Backup.Verification.FAILED and backup.verification_error
 
 
@@ -92,8 +93,8 @@ def _ancestors(pid: int) -> set[int]:
 
 @override_settings(BASE_BACKUP_MAX_RATE="32k")
 def test_a_base_backup_killed_mid_run_is_failed_and_never_counted(base_policy, archiving):
-    backup = basebackup.queue_for_policy(base_policy.pk, triggered_by="test")
-    worker = threading.Thread(target=run_job, args=(Backup, backup.pk, basebackup.take_base_backup))
+    backup = runs.create(base_policy, actor="test", via="test")
+    worker = threading.Thread(target=run_job, args=(Backup, backup.pk, pipeline.perform))
     worker.start()
     pid = wait_for(pg_basebackup_child, message="pg_basebackup to start")
     wait_for(lambda: Backup.objects.get(pk=backup.pk).progress_done > 0, message="bytes to stream")

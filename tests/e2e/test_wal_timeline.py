@@ -7,7 +7,7 @@ import os
 import pytest
 from playwright.sync_api import expect
 
-from backups import basebackup, walarchive, walcatalog, walsetup, walstatus
+from backups import pipeline, runs, walarchive, walcatalog, walsetup, walstatus
 from backups.models import Backup, BackupPolicy, StorageLocation
 from portal.jobs import run_job
 from tests.backups.conftest import switch_wal
@@ -28,8 +28,8 @@ def test_an_auditor_sees_the_window_the_rpo_and_a_gap_on_the_timeline(page, live
     policy = BackupPolicy.objects.create(name="scratch base", kind=BackupPolicy.Kind.BASE, cluster=archiving.cluster,
                                          retention_days=7)
     policy.locations.add(location)
-    backup = basebackup.queue_for_policy(policy.pk, triggered_by="test")
-    run_job(Backup, backup.pk, basebackup.take_base_backup)
+    backup = runs.create(policy, actor="test", via="test")
+    run_job(Backup, backup.pk, pipeline.perform)
     for _ in range(3):
         walstatus.take_sample(archiving)
         names = [switch_wal(target, rows=50) for _ in range(2)]

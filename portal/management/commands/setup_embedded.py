@@ -38,20 +38,12 @@ def ensure_admin() -> tuple[str, str, bool]:
 
 
 def first_base_backup(cluster) -> None:
-    """Archiving on, proved, and a daily base backup policy whose first backup is queued now."""
-    from functools import partial
-
-    from django.db import transaction
-    from django_q.tasks import async_task
-
-    from backups import basebackup
+    """A daily base backup policy for the embedded cluster, whose first backup is queued now."""
+    from backups import basebackup, runs
 
     policy, created = basebackup.ensure_default_policy(cluster)
     if created:
-        backup = basebackup.queue_for_policy(policy.pk, triggered_by="system:setup")
-        if backup is not None:
-            transaction.on_commit(partial(async_task, "backups.tasks.take_base_backup", backup.pk,
-                                          task_name=f"base backup {backup.pk}"))
+        runs.queue(policy, actor="system:setup", via="setup")
 
 
 class Command(BaseCommand):

@@ -1,0 +1,73 @@
+"""One pipeline for every backup, however it was started (the admin, a schedule, `manage.py backup_now`):
+take the backup of its kind, verify it when the policy says so, then what follows a good backup.
+
+A backup whose verification fails is a failed backup: nothing that fails is catalogued as good, and nothing
+after `take` runs for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from django.utils.module_loading import import_string
+
+from backups import offsite, retention, verify
+from backups.models import Backup, BackupPolicy
+from portal import audit
+from portal.jobs import Reporter
+
+log = logging.getLogger(__name__)
+
+Take = Callable[[Backup, Reporter], None]
+
+# How each kind is taken: a dotted path, imported when used. Physical base backups plug in here.
+TAKERS: dict[str, str] = {
+    BackupPolicy.Kind.LOGICAL: "backups.dump.take_logical_backup",
+    BackupPolicy.Kind.CONFIG: "backups.configs.take_config_backup",
+    BackupPolicy.Kind.APPDATA: "backups.appdata.take_appdata_backup",
+    BackupPolicy.Kind.BASE: "backups.basebackup.take_base_backup",
+}
+
+
+class BackupFailed(Exception):
+    pass
+
+
+def taker(kind: str) -> Take:
+    try:
+        return import_string(TAKERS[kind])
+    except (KeyError, ImportError) as exc:
+        raise BackupFailed(f"{kind} backups cannot be taken by this portal yet ({exc})") from exc
+
+
+def perform(backup: Backup, reporter: Reporter) -> None:
+    """The work of one backup job (`portal.jobs.run_job` records its outcome)."""
+    take = taker(backup.kind)
+    verify_now = backup.policy.is_verification_due()
+    take(backup, reporter)
+    if reporter.cancel.is_set():
+        return
+    if not verify_now:
+        Backup.objects.filter(pk=backup.pk).update(verification=Backup.Verification.SKIPPED)
+        reporter.log(f"verification skipped: the policy verifies every {backup.policy.verify_every} backups")
+    elif backup.kind in verify.VERIFIERS and not verify.verify(backup, reporter, actor=backup.triggered_by):
+        raise BackupFailed(f"verification failed: {Backup.objects.get(pk=backup.pk).verification_error}")
+    after_success(backup, reporter)
+
+
+def after_success(backup: Backup, reporter: Reporter) -> None:
+    """What follows a good (taken and, when due, verified) backup: copies to the policy's other locations,
+    then retention. Never reached for a failed backup, so a failed run (a full disk...) expires nothing.
+    Neither makes the backup fail: a failed copy is recorded on its BackupCopy row, a failed retention run in
+    the audit trail, and the hourly retention run tries again."""
+    offsite.copy_to_locations(backup, reporter, actor=backup.triggered_by or "system")
+    try:
+        applied = retention.apply(backup.policy, actor=f"retention after backup {backup.pk}")
+    except Exception as exc:
+        log.exception("retention after backup %s failed", backup.pk)
+        reporter.log(f"retention failed (the hourly run will retry): {exc}")
+        audit.record("retention.apply", obj=backup.policy, target=str(backup.policy),
+                     outcome=audit.Outcome.FAILURE, details={"error": str(exc), "after_backup": backup.pk})
+    else:
+        reporter.log(f"retention: {len(applied.expired)} backup(s) expired")

@@ -1,0 +1,67 @@
+"""Restoring a logical backup into a database: never from a backup whose checksum does not match the catalogue.
+
+An encrypted backup is decrypted on the fly into pg_restore's standard input (no clear copy on disk, and so
+no parallel jobs); an unencrypted file or folder is restored with parallel jobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from backups import crypto, files
+from backups.models import Backup
+from portal import pg
+from portal.jobs import Reporter
+
+
+class ChecksumMismatch(Exception):
+    """The stored backup is not the one catalogued: it must not be restored."""
+
+
+def check_checksum(backup: Backup) -> None:
+    """Recompute the stored backup's sha256 (and its globals file's); raise ChecksumMismatch unless they match."""
+    path = backup.local_path
+    if not path.exists():
+        raise ChecksumMismatch(f"{path} is missing")
+    if path.is_dir():
+        _, digest, per_file = files.tree_digest(path)
+        if digest != backup.sha256:
+            catalogued = backup.manifest.get("files", {})
+            differing = sorted(n for n in catalogued.keys() | per_file.keys() if catalogued.get(n) != per_file.get(n))
+            raise ChecksumMismatch(f"sha256 of {backup.name} is {digest}, catalogued {backup.sha256}; "
+                                   f"files that differ: {', '.join(differing[:10]) or 'none listed'}")
+    else:
+        digest = files.sha256_of(path)
+        if digest != backup.sha256:
+            raise ChecksumMismatch(f"sha256 of {backup.name} is {digest}, catalogued {backup.sha256}")
+    extra = backup.manifest.get("globals")
+    if extra:
+        globals_path = backup.policy.primary_root() / extra["path"]
+        if not globals_path.exists() or files.sha256_of(globals_path) != extra["sha256"]:
+            raise ChecksumMismatch(f"the globals file {extra['path']} is missing or its sha256 does not match")
+
+
+def restore_logical(backup: Backup, target: pg.Target, reporter: Reporter, *, jobs: int = 1,
+                    extra_args: tuple[str, ...] = ()) -> None:
+    """Restore `backup` into the existing database `target`; stop at the first error."""
+    check_checksum(backup)
+    path = backup.local_path
+    args = ["--exit-on-error", "--verbose", f"--dbname={target.dbname}", *extra_args]
+    on_stderr = _restore_logger(reporter)
+    if backup.encrypted:
+        with crypto.decrypting_reader(path) as clear:
+            pg.run("pg_restore", args, target=target, stdin=clear, on_stderr=on_stderr, cancel=reporter.cancel)
+        return
+    pg.run("pg_restore", [*args, f"--jobs={max(1, jobs)}", str(path)], target=target, on_stderr=on_stderr,
+           cancel=reporter.cancel)
+
+
+def _restore_logger(reporter: Reporter) -> Callable[[str], None]:
+    def on_line(line: str) -> None:
+        text = line.removeprefix("pg_restore: ")
+        if text.startswith("processing data for table"):
+            reporter.progress(note=f"verifying: {text}")
+        elif not line.startswith("pg_restore: ") or any(w in text for w in ("error", "warning", "fatal")):
+            reporter.log(line)
+
+    return on_line
