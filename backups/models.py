@@ -252,8 +252,13 @@ class Backup(Job):
     def artifact_paths(self) -> list[str]:
         """Every file or folder of this backup, relative to the location's root: the backup itself and what
         was taken beside it (a logical backup's cluster globals). Copies and retention handle all of them."""
-        extra = [self.manifest["globals"]["path"]] if self.manifest.get("globals") else []
-        return [p for p in [self.path, *extra] if p]
+        return [p for p in [self.path, *(path for path, _ in self.companions())] if p]
+
+    def companions(self) -> list[tuple[str, str]]:
+        """What was taken beside the backup, as (path relative to the root, sha256): a logical backup's
+        cluster globals. Copied and deleted with the backup."""
+        extra = self.manifest.get("globals") or {}
+        return [(extra["path"], extra["sha256"])] if extra.get("path") else []
 
 
 class ConfigFileVersion(models.Model):

@@ -77,6 +77,7 @@ def copy_one(backup: Backup, location: StorageLocation, reporter: Reporter | Non
         progress = _progress(reporter, backup, location)
         store.put(backup.local_path, copy.key, sha256=backup.sha256, progress=progress)
         _expect(store.check(copy.key), backup, store.where(copy.key))
+        _put_companions(store, backup)
     except Exception as exc:  # any failure is the copy's outcome, recorded; the backup itself stays good
         error = str(exc) if isinstance(exc, storage.StorageError) else f"{type(exc).__name__}: {exc}"
         _finish(copy, State.FAILED, error=error)
@@ -91,6 +92,16 @@ def copy_one(backup: Backup, location: StorageLocation, reporter: Reporter | Non
     if reporter:
         reporter.log(f"copy to {location}: {copy.state}" + (f" ({copy.error})" if copy.error else ""))
     return copy
+
+
+def _put_companions(store: storage.Storage, backup: Backup) -> None:
+    """The files taken beside the backup (its cluster globals) go with it, checked the same way."""
+    root = backup.policy.primary_root()
+    for path, sha256 in backup.companions():
+        store.put(root / path, path, sha256=sha256)
+        found = store.check(path)
+        if found is None or found.sha256 != sha256:
+            raise storage.checksum_mismatch(store.where(path), sha256, found.sha256 if found else "nothing")
 
 
 def _progress(reporter: Reporter | None, backup: Backup, location: StorageLocation) -> storage.Progress | None:
@@ -136,6 +147,8 @@ def delete_copy(copy: BackupCopy, *, actor: audit.Actor = None, reason: str = ""
         store = storage.for_location(copy.location)
         where = store.where(copy.key)
         store.delete(copy.key)
+        for path, _ in copy.backup.companions():
+            store.delete(path)
     except storage.StorageError as exc:
         BackupCopy.objects.filter(pk=copy.pk).update(error=f"delete failed: {exc}")
         audit.record("backup.copy.delete", actor=actor, obj=copy.backup, target=str(copy),

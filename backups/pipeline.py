@@ -61,6 +61,7 @@ def after_success(backup: Backup, reporter: Reporter) -> None:
     then retention. Never reached for a failed backup, so a failed run (a full disk...) expires nothing.
     Neither makes the backup fail: a failed copy is recorded on its BackupCopy row, a failed retention run in
     the audit trail, and the hourly retention run tries again."""
+    reporter.log("after success: offsite copies and retention")
     offsite.copy_to_locations(backup, reporter, actor=backup.triggered_by or "system")
     try:
         applied = retention.apply(backup.policy, actor=f"retention after backup {backup.pk}")

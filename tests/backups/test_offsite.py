@@ -10,7 +10,7 @@ from backups import files, offsite, storage
 from backups.models import Backup, BackupCopy, StorageLocation
 from portal.jobs import reporting
 from portal.models import AuditEvent
-from tests.backups.conftest import BUCKET, catalog
+from tests.backups.conftest import BUCKET, catalog, run_now
 
 pytestmark = pytest.mark.django_db
 State = BackupCopy.State
@@ -180,3 +180,17 @@ def test_the_pipeline_copies_its_backup_before_finishing_with_progress(policy, t
     assert (backup.progress_done, backup.progress_total) == (backup.size_bytes, backup.size_bytes)
     assert backup.progress_note == "copying to second-disk"
     assert "copy to second-disk: present" in backup.log
+
+
+def test_a_logical_backups_globals_go_with_it_and_leave_with_it(logical_policy, tmp_path: Path):
+    """The cluster's globals, dumped beside a logical backup, are copied with it and deleted with it."""
+    second = second_disk(tmp_path / "second")
+    with_locations(logical_policy, second)
+    backup = run_now(logical_policy)
+    assert backup.status == Backup.Status.SUCCEEDED, backup.error
+    (globals_path, globals_sha), = backup.companions()
+    copied = Path(second.root) / globals_path
+    assert files.sha256_of(copied) == globals_sha
+    copy = backup.copies.get(location=second)
+    assert offsite.delete_copy(copy, actor="test", reason="test")
+    assert not copied.exists() and not (Path(second.root) / backup.path).exists()

@@ -86,7 +86,7 @@ def test_a_dba_creates_a_policy_runs_it_and_sees_it_verified(page, live_server, 
     backup = Backup.objects.get(policy__name="paws360 nightly full")
     assert (backup.status, backup.verification) == ("succeeded", "verified")
     expect(page.locator(".field-verification_badge")).to_contain_text("Verified")
-    expect(page.locator(".field-sha256")).to_contain_text(backup.sha256)
+    expect(page.locator(".form-row.field-sha256")).to_contain_text(backup.sha256)
     expect(page.locator(".field-size_exact")).to_contain_text(f"{backup.size_bytes:,} bytes")
     counts = page.locator("table.row-counts")
     for table, rows in sample.row_counts(SCALE).items():
