@@ -27,7 +27,6 @@ from backups import files, walarchive
 from backups.models import Backup, BackupPolicy
 from portal import pg
 from portal.jobs import Reporter
-from portal.models import ManagedCluster
 
 PROGRESS_SQL = """
 SELECT p.phase, p.backup_total, p.backup_streamed
@@ -38,18 +37,6 @@ WHERE a.application_name = %s
 
 class VerificationFailed(Exception):
     pass
-
-
-def ensure_default_policy(cluster: ManagedCluster) -> tuple[BackupPolicy, bool]:
-    """A daily base backup policy for `cluster`, kept 7 days, unless it has one already."""
-    existing = BackupPolicy.objects.filter(cluster=cluster, kind=BackupPolicy.Kind.BASE).first()
-    if existing:
-        return existing, False
-    policy = BackupPolicy.objects.create(
-        name=f"{cluster.name}: daily base backup", kind=BackupPolicy.Kind.BASE, cluster=cluster,
-        schedule=BackupPolicy.DEFAULT_SCHEDULE[BackupPolicy.Kind.BASE],
-        retention_days=BackupPolicy.DEFAULT_RETENTION_DAYS[BackupPolicy.Kind.BASE], min_verified=1)
-    return policy, True
 
 
 def compress_option(policy: BackupPolicy) -> str:

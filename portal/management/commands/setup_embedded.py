@@ -9,7 +9,9 @@ from django.contrib.auth.models import Group, User
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from backups import defaults, walstatus
 from portal import audit, embedded
+from portal.models import ManagedCluster
 from portal.roles import DBA
 
 ADMIN_USERNAME = "admin"
@@ -37,25 +39,21 @@ def ensure_admin() -> tuple[str, str, bool]:
     return ADMIN_USERNAME, password, created
 
 
-def first_base_backup(cluster) -> None:
-    """A daily base backup policy for the embedded cluster, whose first backup is queued now."""
-    from backups import basebackup, runs
-
-    policy, created = basebackup.ensure_default_policy(cluster)
-    if created:
-        runs.queue(policy, actor="system:setup", via="setup")
-
-
 class Command(BaseCommand):
     help = "Seed the sample database if missing, register the embedded cluster, make the admin login."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--scale", type=float, default=settings.SAMPLE_SCALE)
 
-    def archive_embedded(self, cluster) -> None:
-        """The embedded default comes up archiving its WAL (manage.py configure_archiving embedded)."""
+    def protect_embedded(self, cluster: ManagedCluster) -> None:
+        """The embedded default comes up archiving its WAL (manage.py configure_archiving embedded), with the
+        runbook's backup policies, each with a first backup queued."""
         call_command("configure_archiving", cluster.name, stdout=self.stdout)
-        first_base_backup(cluster)
+        walstatus.take_sample(cluster.wal_archive)
+        created = defaults.ensure_runbook_policies(cluster.databases.get(name=settings.SAMPLE_DATABASE))
+        defaults.first_runs(created, actor="system:setup")
+        for policy in created:
+            self.stdout.write(f"backup policy '{policy}': {policy.schedule}, kept {policy.retention_days} days")
 
     def handle(self, *args, scale: float, **options) -> None:
         call_command("seed_paws360", scale=scale, if_missing=True, stdout=self.stdout)
@@ -63,6 +61,6 @@ class Command(BaseCommand):
         state = "reachable" if cluster.reachable else f"UNREACHABLE: {cluster.status_error}"
         self.stdout.write(f"managed cluster '{cluster.name}' ({cluster.host}:{cluster.port}): {state}")
         if cluster.reachable:
-            self.archive_embedded(cluster)
+            self.protect_embedded(cluster)
         username, password, _ = ensure_admin()
         self.stdout.write(f"admin login: {username} / {password}  (kept in {settings.SECRETS_DIR}/admin-password)")
