@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from django.conf import settings as django_settings
 
 from backups import archive, verify
 from backups.models import Backup, BackupPolicy, ConfigFileVersion
@@ -34,7 +35,9 @@ def test_it_keeps_every_source_as_a_version_and_in_a_verified_archive(config_pol
     versions = {v.source: v for v in backup.config_files.all()}
     assert set(versions) == {"postgresql.conf", "pg_hba.conf", "pg_ident.conf", "postgresql.auto.conf",
                              "pg_settings", "pg_hba_file_rules", f"app:{app_config}"}
-    assert "port = 5544" in versions["postgresql.conf"].content or "5544" in versions["pg_settings"].content
+    port = django_settings.PG_PORT  # the embedded cluster's, 5544 unless PORTAL_PG_PORT says otherwise
+    assert f"port = {port}" in versions["postgresql.conf"].content
+    assert f"port = '{port}'" in versions["pg_settings"].content
     assert "max_connections = " in versions["pg_settings"].content
     assert "scram-sha-256" in versions["pg_hba_file_rules"].content or "trust" in versions["pg_hba_file_rules"].content
     assert versions[f"app:{app_config}"].content == app_config.read_text()
