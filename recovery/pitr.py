@@ -303,17 +303,16 @@ def extract(build: Build) -> None:
     say("extracted; every file's sha256 matched the catalog")
 
 
-def recovery_settings(build: Build) -> dict[str, str]:
-    assert build.cluster is not None
+def recovery_settings(cluster: NewCluster, port: int, archive: WalArchive, target: datetime) -> dict[str, str]:
     return {
-        "port": str(build.port),
+        "port": str(port),
         "listen_addresses": "127.0.0.1",
-        "unix_socket_directories": str(build.cluster.run),
-        "cluster_name": build.cluster.name,
+        "unix_socket_directories": str(cluster.run),
+        "cluster_name": cluster.name,
         # The copy must never push its WAL into the source's archive (same system identifier).
         "archive_mode": "off",
-        "restore_command": walsetup.restore_command(build.archive),
-        "recovery_target_time": for_postgres(build.target_time),
+        "restore_command": walsetup.restore_command(archive),
+        "recovery_target_time": for_postgres(target),
         "recovery_target_inclusive": "on",
         "recovery_target_action": "pause",
         "hot_standby": "on",
@@ -333,7 +332,7 @@ def write_settings(build: Build) -> None:
     say = build.say(STEP_SETTINGS)
     build.port = free_port()
     build.passfile = passfile.write(build.source, build.cluster.name, "127.0.0.1", build.port)
-    values = recovery_settings(build)
+    values = recovery_settings(build.cluster, build.port, build.archive, build.target_time)
     header = (f"Point-in-time recovery #{build.request.pk} of {build.source} by the PAWS360 portal, "
               f"{utc(timezone.now())}")
     newcluster.write_settings(build.cluster, values, header)

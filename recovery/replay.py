@@ -73,6 +73,9 @@ def parse_log_time(text: str) -> datetime | None:
 
 
 def is_problem(line: str) -> bool:
+    """A FATAL, PANIC or ERROR of the server, or what the portal's restore_command said (walarchive.py)."""
+    if line.startswith("walarchive "):
+        return True
     return bool(PROBLEM_RE.search(line)) and not any(text in line for text in NOT_READY)
 
 
