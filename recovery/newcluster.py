@@ -261,11 +261,20 @@ def stop(cluster: NewCluster) -> bool:
         if postmaster_pid(cluster) is not None:
             os.kill(pid, signal.SIGQUIT)  # immediate shutdown: the copy is being thrown away or is stuck
     deadline = time.monotonic() + STOP_TIMEOUT
-    while postmaster_pid(cluster) is not None and time.monotonic() < deadline:
+    while (postmaster_pid(cluster) is not None or alive(pid)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if postmaster_pid(cluster) is not None:
+    if postmaster_pid(cluster) is not None or alive(pid):
         raise BuildError(f"the server in {cluster.data} (pid {pid}) did not stop")
     return True
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie waiting for its parent (init, once pg_ctl is gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def _refuse_foreign(cluster: NewCluster) -> None:
