@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from backups import walarchive
 from backups.models import Backup, BackupPolicy, WalArchive
 from portal import pg
 from portal.jobs import HOST, reap_dead_jobs
@@ -83,7 +84,14 @@ def test_a_worker_killed_mid_replay_is_reaped_and_its_server_stopped(archiving, 
     before = source_state(archiving.cluster.target())
     request = approvals.submit(pitr_request(archiving, long_replay_target), dba)
     server = wait_for(lambda: replaying(request), timeout=90, message="the recovered server to replay")
+    # Replay progress on the request, in bytes of WAL: from the backup's start LSN to the end of the archived
+    # segment that holds the first commit after the target (the four segments written in between, and more).
+    wait_for(lambda: RecoveryRequest.objects.filter(pk=request.pk, progress_note__startswith="replaying WAL",
+                                                    progress_total__gt=4 * 2**24).exists(), message="replay progress")
     request.refresh_from_db()
+    bound = pitr.replay_bound(archiving, request.backup, long_replay_target)
+    assert request.progress_total == bound - walarchive.parse_lsn(request.backup.start_lsn)
+    assert 0 <= request.progress_done <= request.progress_total
     os.kill(request.worker_pid, signal.SIGKILL)
     wait_for(lambda: not Path(f"/proc/{request.worker_pid}").exists(), message="the worker to die and be reaped")
     cluster = NewCluster(Path(request.work_directory), RUN_AS)
