@@ -19,7 +19,8 @@ worker was killed is cleaned up by the reaper (RecoveryRequest.on_reaped) or by 
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -454,10 +455,17 @@ def register(build: Build) -> ManagedCluster:
 
 # --- The procedures.
 
-def start_build(request: RecoveryRequest, reporter: Reporter, plan: list[str]) -> Build:
+@contextmanager
+def building(request: RecoveryRequest, reporter: Reporter, plan: list[str]) -> Iterator[Build]:
+    """Declare the steps, clean up what dead runs left; on any failure, abandon what was built."""
     steps = Steps(request, reporter, plan)
     sweep_leftovers()
-    return Build(request, steps, reporter, request.target_time, archive_of(request.cluster))
+    build = Build(request, steps, reporter, request.target_time, archive_of(request.cluster))
+    try:
+        yield build
+    except BaseException:
+        abandon(build)
+        raise
 
 
 def check_window(build: Build) -> None:
@@ -474,17 +482,13 @@ def recover_to_point(request: RecoveryRequest, reporter: Reporter) -> None:
     if request.destination == RecoveryRequest.Destination.REPLACE:
         raise Refused("a point-in-time recovery is restored beside production; replacing production is not done "
                       "by the portal")
-    build = start_build(request, reporter, PLAN)
-    try:
+    with building(request, reporter, PLAN) as build:
         check_window(build)
         restore(build)
         with build.steps.run(STEP_VERIFY):
             verify(build)
         with build.steps.run(STEP_REGISTER):
             register(build)
-    except BaseException:
-        abandon(build)
-        raise
 
 
 def abandon(build: Build) -> None:
@@ -521,26 +525,27 @@ def drill_target(build: Build) -> datetime:
 def drill(request: RecoveryRequest, reporter: Reporter) -> None:
     """The point-in-time drill: recover into scratch, check with pg_amcheck and row counts, measure the RTO,
     then stop and remove the scratch cluster."""
-    build = start_build(request, reporter, DRILL_PLAN)
-    try:
+    with building(request, reporter, DRILL_PLAN) as build:
         with build.steps.run(STEP_DRILL_TARGET):
             build.target_time = request.target_time = drill_target(build)
             RecoveryRequest.objects.filter(pk=request.pk).update(target_time=build.target_time)
             build.say(STEP_DRILL_TARGET)(f"target {shown(build.target_time)}")
         restore(build)
         with build.steps.run(STEP_DRILL_CHECK):
-            record_reached(build)
-            build.facts.update(server_facts(build))
-            say = build.say(STEP_DRILL_CHECK)
-            build.facts["amcheck"] = drills.amcheck(build.target(), say)
-            build.facts["row_counts"] = drills.count_rows(build.target(), list(build.facts["databases"]), say)
-            objectives(build)
-            save_outcome(build)
+            check_scratch(build)
         with build.steps.run(STEP_DRILL_REMOVE):
             remove_scratch(build)
-    except BaseException:
-        abandon(build)
-        raise
+
+
+def check_scratch(build: Build) -> None:
+    """pg_amcheck on every database and every table counted; the RTO is measured once they passed."""
+    say = build.say(STEP_DRILL_CHECK)
+    record_reached(build)
+    build.facts.update(server_facts(build))
+    build.facts["amcheck"] = drills.amcheck(build.target(), say)
+    build.facts["row_counts"] = drills.count_rows(build.target(), list(build.facts["databases"]), say)
+    objectives(build)
+    save_outcome(build)
 
 
 def remove_scratch(build: Build) -> None:

@@ -84,19 +84,25 @@ def commit_times(archive: WalArchive) -> list[datetime]:
     return sorted(archive.segments.exclude(last_commit_at=None).values_list("last_commit_at", flat=True))
 
 
-@pytest.fixture
-def marked_target(archiving: WalArchive, base_policy: BackupPolicy) -> datetime:  # noqa: F811
-    """A base backup first; then the row "before", the target one second later, the row "after" one second after
-    that, archived and catalogued. Returns the target."""
-    take_base_backup(base_policy)
-    source = archiving.cluster.target()
+def mark_target(archive: WalArchive, policy: BackupPolicy, segments_between: int = 0) -> datetime:
+    """A base backup through the portal, `segments_between` segments of WAL, then the row "before", the target
+    one second later, the row "after" one second after that, archived and catalogued. Returns the target."""
+    take_base_backup(policy)
+    source = archive.cluster.target()
+    for _ in range(segments_between):
+        switch_wal(source, rows=1000)
     insert_marker(source, "before")
     time.sleep(1)
     target = server_now(source)
     time.sleep(1)
     insert_marker(source, "after")
-    archive_now(archiving)
+    archive_now(archive)
     return target
+
+
+@pytest.fixture
+def marked_target(archiving: WalArchive, base_policy: BackupPolicy) -> datetime:  # noqa: F811
+    return mark_target(archiving, base_policy)
 
 
 def pitr_request(archive: WalArchive, target: datetime, **fields) -> RecoveryRequest:

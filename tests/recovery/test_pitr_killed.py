@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -19,17 +18,13 @@ from portal.models import AuditEvent
 from recovery import approvals, newcluster, passfile, pitr
 from recovery.models import RecoveryRequest, RecoveryStep
 from recovery.newcluster import NewCluster, alive, postmaster_pid
-from tests.backups.conftest import switch_wal
 from tests.clusters import RUN_AS
 from tests.conftest import wait_for
 from tests.recovery.pitr_fixtures import (
     SLOW_FETCH,
-    archive_now,
-    insert_marker,
     labels,
+    mark_target,
     pitr_request,
-    server_now,
-    take_base_backup,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -37,18 +32,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def long_replay_target(archiving: WalArchive, base_policy: BackupPolicy) -> datetime:
-    """A base backup, then several segments of WAL, then the markers around the target."""
-    take_base_backup(base_policy)
-    for _ in range(4):
-        switch_wal(archiving.cluster.target(), rows=1000)
-    source = archiving.cluster.target()
-    insert_marker(source, "before")
-    time.sleep(1)
-    target = server_now(source)
-    time.sleep(1)
-    insert_marker(source, "after")
-    archive_now(archiving)
-    return target
+    """The markers around the target after four more segments of WAL: a replay that takes several seconds."""
+    return mark_target(archiving, base_policy, segments_between=4)
 
 
 @pytest.fixture
