@@ -3,9 +3,11 @@ measured against the objective, the scratch cluster removed; a failed drill aler
 
 from __future__ import annotations
 
+from io import StringIO
 from pathlib import Path
 
 import pytest
+from django.core.management import CommandError, call_command
 from django_q.models import Schedule
 
 from portal.models import AuditEvent, ManagedCluster
@@ -66,3 +68,14 @@ def test_a_second_drill_of_the_same_source_is_not_queued_while_one_runs(drill_sc
     first = drills.queue(drill_schedule, triggered_by="test")
     assert first is not None and first.status == RecoveryRequest.Status.QUEUED
     assert drills.queue(drill_schedule, triggered_by="test") is None
+
+
+def test_manage_py_schedule_drill_schedules_changes_and_refuses_a_bad_cron(embedded_cluster):
+    call_command("schedule_drill", "embedded", stdout=StringIO())
+    schedule = DrillSchedule.objects.get(cluster=embedded_cluster, kind="pitr")
+    assert Schedule.objects.get(name=schedule.schedule_name).cron == "0 4 * * 0"
+    call_command("schedule_drill", "embedded", "--cron", "30 5 * * 6", stdout=StringIO())
+    assert Schedule.objects.get(name=schedule.schedule_name).cron == "30 5 * * 6"
+    with pytest.raises(CommandError, match="not a cron expression"):
+        call_command("schedule_drill", "embedded", "--cron", "weekly", stdout=StringIO())
+    assert DrillSchedule.objects.filter(cluster=embedded_cluster).count() == 1

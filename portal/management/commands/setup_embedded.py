@@ -61,9 +61,14 @@ class Command(BaseCommand):
         parser.add_argument("--scale", type=float, default=settings.SAMPLE_SCALE)
 
     def archive_embedded(self, cluster) -> None:
-        """The embedded default comes up archiving its WAL (manage.py configure_archiving embedded)."""
+        """The embedded default comes up archiving its WAL (manage.py configure_archiving embedded), with a
+        weekly point-in-time restore drill (manage.py schedule_drill embedded) unless it has one."""
+        from recovery.models import DrillSchedule
+
         call_command("configure_archiving", cluster.name, stdout=self.stdout)
         first_base_backup(cluster)
+        if not DrillSchedule.objects.filter(cluster=cluster, kind=DrillSchedule.Kind.PITR).exists():
+            call_command("schedule_drill", cluster.name, stdout=self.stdout)
 
     def handle(self, *args, scale: float, **options) -> None:
         call_command("seed_paws360", scale=scale, if_missing=True, stdout=self.stdout)
