@@ -470,7 +470,8 @@ def building(request: RecoveryRequest, reporter: Reporter, plan: list[str]) -> I
 
 def check_window(build: Build) -> None:
     with build.steps.run(STEP_WINDOW):
-        walcatalog.scan(build.archive)
+        scanned = walcatalog.scan(build.archive)
+        build.say(STEP_WINDOW)(f"WAL catalog brought up to date: {scanned.new} new file(s) recorded")
         if build.request.backup_id:
             check_backup(Backup.objects.get(pk=build.request.backup_id), build.source, build.target_time)
         covered = check_target(build.source, build.target_time)
