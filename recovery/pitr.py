@@ -18,6 +18,7 @@ worker was killed is cleaned up by the reaper (RecoveryRequest.on_reaped) or by 
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import validate_slug
 from django.db import IntegrityError
 from django.db.models import Max
 from django.utils import timezone
@@ -45,6 +47,8 @@ from recovery.models import RecoveryRequest
 from recovery.newcluster import NewCluster
 from recovery.perform import CLEANUPS, PROCEDURES
 from recovery.steps import Steps
+
+log = logging.getLogger(__name__)
 
 STEP_WINDOW = "Check the target time against the recoverable window"
 STEP_BACKUP = "Choose the base backup"
@@ -148,6 +152,11 @@ def validate_request(request: RecoveryRequest) -> None:
         raise ValidationError({"target_time": str(exc)}) from exc
     if not request.destination_name:
         request.destination_name = default_destination_name(request.cluster, request.target_time)
+    try:
+        validate_slug(request.destination_name)
+    except ValidationError as exc:
+        raise ValidationError({"destination_name": "the recovered cluster's name: letters, digits, - and _ only"}) \
+            from exc
     if ManagedCluster.objects.filter(name=request.destination_name).exists():
         raise ValidationError({"destination_name": f"a cluster named {request.destination_name!r} is already "
                                "registered: choose another name"})
@@ -459,7 +468,7 @@ def register(build: Build) -> ManagedCluster:
 def building(request: RecoveryRequest, reporter: Reporter, plan: list[str]) -> Iterator[Build]:
     """Declare the steps, clean up what dead runs left; on any failure, abandon what was built."""
     steps = Steps(request, reporter, plan)
-    sweep_leftovers()
+    sweep_leftovers(reporter.log)
     build = Build(request, steps, reporter, request.target_time, archive_of(request.cluster))
     try:
         yield build
@@ -573,12 +582,16 @@ def clean_up(request: RecoveryRequest) -> None:
                           "server_log": str(kept), "status": request.status})
 
 
-def sweep_leftovers() -> None:
-    """What earlier runs that died left behind: the next recovery cleans it up before it starts."""
+def sweep_leftovers(say: Callable[[str], None] = log.warning) -> None:
+    """What earlier runs that died left behind: the next recovery cleans it up before it starts. A leftover that
+    cannot be cleaned up is reported, and does not stop the new recovery."""
     finished = [RecoveryRequest.Status.FAILED, RecoveryRequest.Status.CANCELLED]
     for old in (RecoveryRequest.objects.filter(status__in=finished, kind__in=list(CLEANUP_KINDS))
                 .exclude(work_directory="").select_related("cluster")):
-        clean_up(old)
+        try:
+            clean_up(old)
+        except (newcluster.BuildError, OSError, pg.PgToolError) as exc:
+            say(f"could not clean up after recovery #{old.pk} ({old.work_directory}): {exc}")
 
 
 CLEANUP_KINDS = (RecoveryRequest.Kind.PITR, RecoveryRequest.Kind.DRILL)
