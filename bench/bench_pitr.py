@@ -88,6 +88,7 @@ def by_hand(backup: Backup, archive: WalArchive, moment: datetime, root: Path) -
     port = free_port()
     source = archive.cluster
     target = pg.Target("127.0.0.1", port, source.role, passfile=str(passfile.write(source, "hand", "127.0.0.1", port)))
+    os.sync()  # every timed run starts with no dirty pages left by the one before
     started = time.perf_counter()
     phases: list[float] = []
     for folder in (root, data):
@@ -124,6 +125,7 @@ def compare_extraction(backup: Backup, work: Path, rounds: int = 3) -> None:
     raw, ours = [], []
     for round_ in range(rounds):
         folder = work / f"extract-{round_}"
+        os.sync()
         started = time.perf_counter()
         for name, below in (("base.tar.zst", ""), ("pg_wal.tar", "pg_wal")):
             (folder / below).mkdir(parents=True, exist_ok=True)
@@ -134,6 +136,7 @@ def compare_extraction(backup: Backup, work: Path, rounds: int = 3) -> None:
         shutil.rmtree(folder)
         cluster = newcluster.NewCluster(work / "recovered" / f"extract-{round_}", RUN_AS)
         newcluster.create_folders(cluster)
+        os.sync()
         started = time.perf_counter()
         newcluster.extract(cluster, backup, lambda done, total: None)
         ours.append(time.perf_counter() - started)
@@ -147,6 +150,7 @@ def through_portal(managed: ManagedCluster, moment: datetime, name: str) -> tupl
                               destination_name=name, reason="bench", status=RecoveryRequest.Status.QUEUED)
     request.full_clean()
     request.save()
+    os.sync()
     started = time.perf_counter()
     run_job(RecoveryRequest, request.pk, perform)
     total = time.perf_counter() - started
@@ -203,7 +207,7 @@ def main(scale: float, wal_megabytes: int, rounds: int) -> None:
                 backup.start_wal, archive.segment_size)[1]).count()
             print(f"target {pitr.utc(moment)}; {segments} archived segments after the backup's start")
             hand, portal = [], []
-            compare_extraction(backup, work)
+            compare_extraction(backup, work, rounds=max(rounds, 3))
             for round_ in range(rounds):
                 hand.append(by_hand(backup, archive, moment, work / f"hand-{round_}"))
                 # The minutely WAL sample's job (autovacuum after the updates keeps archiving segments): a running

@@ -12,6 +12,7 @@ file's sha256 is not the one catalogued when it was written.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import pwd
@@ -167,6 +168,8 @@ def _tar(destination: Path, flags: list[str], os_user: str) -> subprocess.Popen[
 def _extract_one(path: Path, destination: Path, expected: str, os_user: str, step: Callable[[int], None],
                  cancel: threading.Event | None) -> None:
     proc = _tar(destination, _tar_flags(path), os_user)
+    with contextlib.suppress(OSError):  # a pipe as large as a chunk: hashing the next one overlaps tar's reading
+        fcntl.fcntl(proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, CHUNK)  # type: ignore[union-attr]
     errors: deque[str] = deque(maxlen=20)
     reader = threading.Thread(target=lambda: errors.extend(
         line.decode(errors="replace").rstrip() for line in proc.stderr), daemon=True)  # type: ignore[union-attr]
