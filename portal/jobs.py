@@ -122,6 +122,10 @@ class Job(models.Model):
             return f"no word from worker {self.worker_pid} on {self.worker_host} since {since}"
         return ""
 
+    def on_reaped(self) -> None:
+        """Called once the reaper failed this row: undo what the dead worker left running outside the
+        database (a model whose work starts servers or writes files overrides it)."""
+
 
 JobT = TypeVar("JobT", bound=Job)
 
@@ -234,4 +238,8 @@ def reap_dead_jobs() -> int:
                 audit.record(f"{job.audit_action}.reaped", obj=job, outcome=audit.Outcome.FAILURE,
                              details={"reason": reason})
                 reaped += 1
+                try:
+                    job.on_reaped()
+                except Exception:  # one clean-up that fails must not stop the reaper
+                    log.exception("cleaning up after reaped %s %s failed", model.__name__, job.pk)
     return reaped

@@ -307,15 +307,17 @@ def pg_ctl(
     run_as: str | None = "postgres",
     log_file: str | Path | None = None,
     timeout: float = 300,
+    wait: bool = True,
 ) -> Result:
     """Control a local cluster with pg_ctl as the OS user that owns it.
 
     Settings such as the port belong in the cluster's configuration files, not in `pg_ctl -o`, whose
-    string pg_ctl hands to a shell.
+    string pg_ctl hands to a shell. `wait=False` returns once the server is launched (a recovery that the
+    caller follows itself).
     """
     args = [action, f"--pgdata={data_dir}"]
     if action in ("start", "stop", "restart", "promote"):
-        args += ["--wait", f"--timeout={int(timeout)}"]
+        args += ["--wait", f"--timeout={int(timeout)}"] if wait else ["--no-wait"]
     if action == "stop":
         args += ["--mode=fast"]
     if log_file:

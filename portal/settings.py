@@ -141,6 +141,17 @@ BACKUP_APP_DATA_DIRS = env.list("BACKUP_APP_DATA_DIRS", default=[])
 
 # --- Recovery: the application services a complete restore stops and starts (JSON; see recovery/services.py).
 APP_SERVICES_FILE = env("APP_SERVICES_FILE", default="")
+# The runbook's recovery time objective; each recovery and drill records its measured RTO against it.
+RTO_OBJECTIVE_SECONDS = env.int("RTO_OBJECTIVE_SECONDS", default=4 * 3600)
+# Point-in-time recovery builds each recovered cluster in RECOVERY_ROOT/<name> (data, socket, server log); the
+# cluster's OS user must be able to reach it. Its passfile (the source's password, new port) goes to
+# RECOVERY_PASSFILE_DIR (mode 0700, files 0600).
+RECOVERY_ROOT = _path("RECOVERY_ROOT", VAR_DIR / "recovered")
+RECOVERY_PASSFILE_DIR = _path("RECOVERY_PASSFILE_DIR", SECRETS_DIR / "recovered")
+# Longest a recovered server may take to replay WAL up to its target (s).
+RECOVERY_REPLAY_TIMEOUT = env.int("RECOVERY_REPLAY_TIMEOUT", default=4 * 3600)
+# Restore drills: the schedule a new drill gets (weekly, Sunday 04:00, after the nightly backups).
+DRILL_DEFAULT_SCHEDULE = env("DRILL_DEFAULT_SCHEDULE", default="0 4 * * 0")
 
 # --- Continuous WAL archiving and base backups (backups/walarchive.py, backups/basebackup.py).
 # Each cluster's archive folder is WAL_ARCHIVE_ROOT/<cluster name> unless configured otherwise.

@@ -39,8 +39,10 @@ def submit(request: RecoveryRequest, requester: AbstractBaseUser) -> RecoveryReq
         raise Refused("you may not request recoveries")
     request.requester = requester
     request.status = RecoveryRequest.Status.REQUESTED if request.needs_approval else RecoveryRequest.Status.QUEUED
+    # clean() may name the destination (a point-in-time recovery's default), so the check comes after it; the
+    # one-destination constraint is checked below with a better message than full_clean's.
+    request.full_clean(exclude=["requester"], validate_constraints=False)
     _check_destination_free(request)
-    request.full_clean(exclude=["requester"])
     try:
         with transaction.atomic():
             request.save()

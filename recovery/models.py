@@ -11,6 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from backups.models import Backup
+from portal import schedules
 from portal.jobs import Job
 from portal.models import ManagedCluster, ManagedDatabase
 
@@ -69,6 +70,11 @@ class RecoveryRequest(Job):
     rto_seconds = models.FloatField(null=True, blank=True, help_text="First step to services healthy / verified.")
     rpo_seconds = models.FloatField(null=True, blank=True, help_text="Target against the newest archived change.")
     verification = models.JSONField(default=dict, blank=True)
+    work_directory = models.CharField(
+        max_length=500, blank=True,
+        help_text="Point-in-time: the folder of the cluster being built (data, socket, server log), recorded "
+                  "before anything is written there, so a run that died can be cleaned up.")
+    drill_kind = models.CharField(max_length=16, blank=True, help_text="Drill: which drill (pitr, logical).")
 
     class Meta:
         ordering = ["-created"]
@@ -96,6 +102,15 @@ class RecoveryRequest(Job):
             raise ValidationError({"database": "Choose the database to recover."})
         if self.kind == self.Kind.DRILL and self.destination == self.Destination.REPLACE:
             raise ValidationError({"destination": "A drill never replaces production."})
+        if self.kind == self.Kind.PITR and self.target_time and self.cluster_id:
+            from recovery.pitr import validate_request
+
+            validate_request(self)
+
+    def on_reaped(self) -> None:
+        from recovery.perform import clean_up
+
+        clean_up(self)
 
 
 class Approval(models.Model):
@@ -152,3 +167,55 @@ class RecoveryStep(models.Model):
         if not self.started:
             return None
         return (self.finished or timezone.now()) - self.started
+
+
+class DrillSchedule(models.Model):
+    """A restore drill that runs on a schedule (weekly by default) into scratch, verified, its RTO measured."""
+
+    class Kind(models.TextChoices):
+        PITR = "pitr", "Point-in-time recovery of a cluster"
+        LOGICAL = "logical", "Restore of a logical backup"
+
+    kind = models.CharField(max_length=16, choices=Kind)
+    cluster = models.ForeignKey(ManagedCluster, on_delete=models.PROTECT, related_name="drill_schedules")
+    database = models.ForeignKey(ManagedDatabase, on_delete=models.PROTECT, null=True, blank=True,
+                                 related_name="drill_schedules", help_text="Logical drills: the database.")
+    cron = models.CharField(max_length=100, blank=True, help_text="Cron: minute hour day month weekday. "
+                            "Empty: DRILL_DEFAULT_SCHEDULE (weekly).")
+    enabled = models.BooleanField(default=True)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["cluster__name", "kind"]
+        constraints = [models.UniqueConstraint(fields=["kind", "cluster", "database"], nulls_distinct=False,
+                                               name="one_drill_schedule_per_source")]
+
+    def __str__(self) -> str:
+        source = self.database or self.cluster
+        return f"{self.get_kind_display()} drill of {source}"
+
+    @property
+    def schedule_name(self) -> str:
+        return f"recovery: drill {self.pk}"
+
+    @property
+    def effective_cron(self) -> str:
+        return self.cron or settings.DRILL_DEFAULT_SCHEDULE
+
+    def clean(self) -> None:
+        if self.cron:
+            schedules.validate_cron(self.cron)
+        if self.kind == self.Kind.LOGICAL and not self.database_id:
+            raise ValidationError({"database": "A logical drill restores one database: choose it."})
+        if self.database_id and self.cluster_id and self.database.cluster_id != self.cluster_id:
+            raise ValidationError({"database": "This database is not in the chosen cluster."})
+
+    def save(self, *args, **kwargs) -> None:
+        super().save(*args, **kwargs)
+        schedules.ensure(self.schedule_name, "recovery.tasks.run_scheduled_drill", self.effective_cron,
+                         args=str(self.pk), enabled=self.enabled)
+
+    def delete(self, *args, **kwargs):
+        schedules.remove(self.schedule_name)
+        return super().delete(*args, **kwargs)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from django.db.models import F, Value
@@ -28,6 +28,11 @@ class Steps:
     def _get(self, name: str) -> RecoveryStep:
         return next(step for step in self.steps if step.name == name)
 
+    def logger(self, name: str) -> Callable[[str], None]:
+        """A function that logs lines into the step called `name`."""
+        step = self._get(name)
+        return lambda line: self.log(step, line)
+
     def log(self, step: RecoveryStep, line: str) -> None:
         self.reporter.log(f"[{step.position}] {line}")
         RecoveryStep.objects.filter(pk=step.pk).update(log=Concat(F("log"), Value(line + "\n")))
@@ -46,7 +51,8 @@ class Steps:
             raise
         RecoveryStep.objects.filter(pk=step.pk).update(status=RecoveryStep.Status.SUCCEEDED, finished=timezone.now())
         done = sum(1 for s in self.steps if s.position <= step.position)
-        self.reporter.progress(done=done)
+        # A step may have shown its own progress (bytes, WAL) meanwhile: back to counting steps.
+        self.reporter.progress(done=done, total=len(self.steps), note=name)
 
     def skip_rest(self) -> None:
         RecoveryStep.objects.filter(request=self.request, status=RecoveryStep.Status.PENDING).update(

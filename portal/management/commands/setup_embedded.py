@@ -47,13 +47,18 @@ class Command(BaseCommand):
 
     def protect_embedded(self, cluster: ManagedCluster) -> None:
         """The embedded default comes up archiving its WAL (manage.py configure_archiving embedded), with the
-        runbook's backup policies, each with a first backup queued."""
+        runbook's backup policies, each with a first backup queued, and a weekly point-in-time restore drill
+        (manage.py schedule_drill embedded) unless it has one."""
+        from recovery.models import DrillSchedule
+
         call_command("configure_archiving", cluster.name, stdout=self.stdout)
         walstatus.take_sample(cluster.wal_archive)
         created = defaults.ensure_runbook_policies(cluster.databases.get(name=settings.SAMPLE_DATABASE))
         defaults.first_runs(created, actor="system:setup")
         for policy in created:
             self.stdout.write(f"backup policy '{policy}': {policy.schedule}, kept {policy.retention_days} days")
+        if not DrillSchedule.objects.filter(cluster=cluster, kind=DrillSchedule.Kind.PITR).exists():
+            call_command("schedule_drill", cluster.name, stdout=self.stdout)
 
     def handle(self, *args, scale: float, **options) -> None:
         call_command("seed_paws360", scale=scale, if_missing=True, stdout=self.stdout)
