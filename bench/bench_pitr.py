@@ -30,7 +30,7 @@ from pathlib import Path
 
 from _django import portal_database
 
-from backups import basebackup, walarchive, walcatalog, walsetup
+from backups import pipeline, runs, walarchive, walcatalog, walsetup
 from backups.models import Backup, BackupPolicy, StorageLocation, WalArchive
 from portal import pg, sample
 from portal.jobs import run_job
@@ -180,8 +180,8 @@ def prepare(cluster: ScratchCluster, work: Path, scale: float, wal_megabytes: in
     location = StorageLocation.objects.create(name="bench", path=str(work / "backups"))
     policy = BackupPolicy.objects.create(name="bench base", kind="base", cluster=managed, retention_days=7)
     policy.locations.add(location)
-    backup = basebackup.queue_for_policy(policy.pk, triggered_by="bench")
-    run_job(Backup, backup.pk, basebackup.take_base_backup)
+    backup = runs.create(policy, actor="bench", via="bench")
+    run_job(Backup, backup.pk, pipeline.perform)
     backup.refresh_from_db()
     assert backup.verification == Backup.Verification.VERIFIED, backup.error or backup.verification_error
     print(f"base backup {backup.size_bytes / 2**20:.0f} MB (server-side zstd), verified")

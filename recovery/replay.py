@@ -30,6 +30,7 @@ from portal.jobs import Cancelled
 from recovery.newcluster import NewCluster, postmaster_pid
 
 POLL_SECONDS = 0.2
+STARTUP_GRACE_SECONDS = 60  # how long a just-started server may take to write its pid file
 STOP_RE = re.compile(r"recovery stopping before (commit|abort) of transaction (\d+), time (\S+ \S+?)(?:\s|$)")
 RESTORED_RE = re.compile(r'restored log file "([0-9A-F]{24})" from archive')
 PAUSED_TEXT = "pausing at the end of recovery"
@@ -134,6 +135,7 @@ def follow(watch: Watch) -> Reached:
     conn: psycopg.Connection | None = None
     restored = 0
     position = watch.start_lsn
+    started, seen_running = time.monotonic(), False
     try:
         while True:
             for line in log.read_new():
@@ -155,7 +157,10 @@ def follow(watch: Watch) -> Reached:
                                        "by something else, or recovery_target_action was overridden)")
                 if pause_state == "paused" and log.find(PAUSED_TEXT):
                     return _reached(log, state, watch.target_time)
-            elif postmaster_pid(watch.cluster) is None:
+            elif postmaster_pid(watch.cluster) is not None:
+                seen_running = True
+            elif seen_running or log.problems() or time.monotonic() - started > STARTUP_GRACE_SECONDS:
+                # pg_ctl returned at once (no --wait): the postmaster may not have written its pid file yet.
                 _state_after_exit(log)
             _report(watch, position, restored)
             if watch.cancel is not None and watch.cancel.is_set():

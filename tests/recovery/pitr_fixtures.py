@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from backups import basebackup, walarchive, walcatalog
+from backups import walarchive, walcatalog
 from backups.models import Backup, BackupPolicy, StorageLocation, WalArchive
 from portal import pg
-from portal.jobs import run_job
 from recovery.models import RecoveryRequest
 from recovery.newcluster import NewCluster, postmaster_pid, stop
-from tests.backups.conftest import archiving, switch_wal  # noqa: F401 (fixtures used by the tests)
+from tests.backups.conftest import archiving, run_now, switch_wal  # noqa: F401 (fixtures used by the tests)
 from tests.clusters import RUN_AS
 from tests.conftest import wait_for
 
@@ -54,9 +53,7 @@ def base_policy(archiving: WalArchive, tmp_path: Path) -> BackupPolicy:  # noqa:
 
 def take_base_backup(policy: BackupPolicy) -> Backup:
     """A base backup through the portal (the task's own path), taken and verified."""
-    backup = basebackup.queue_for_policy(policy.pk, triggered_by="test")
-    run_job(Backup, backup.pk, basebackup.take_base_backup)
-    backup.refresh_from_db()
+    backup = run_now(policy, actor="test")
     assert backup.status == Backup.Status.SUCCEEDED and backup.verification == Backup.Verification.VERIFIED, \
         backup.error or backup.verification_error
     return backup
