@@ -110,6 +110,9 @@ class Job(models.Model):
         )
         return done == 1
 
+    def on_reaped(self) -> None:
+        """Called once the reaper failed this row: undo what the dead worker left half done (a model's own)."""
+
     def worker_is_dead(self) -> str:
         """The reason this running row has no live worker, or "" if it may still have one."""
         if self.worker_host == HOST and self.worker_pid:
@@ -234,4 +237,8 @@ def reap_dead_jobs() -> int:
                 audit.record(f"{job.audit_action}.reaped", obj=job, outcome=audit.Outcome.FAILURE,
                              details={"reason": reason})
                 reaped += 1
+                try:
+                    job.on_reaped()
+                except Exception:
+                    log.exception("cleaning up after reaped %s %s failed", model.__name__, job.pk)
     return reaped

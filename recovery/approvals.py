@@ -38,6 +38,7 @@ def submit(request: RecoveryRequest, requester: AbstractBaseUser) -> RecoveryReq
         audit.record("recovery.request", actor=requester, outcome=audit.Outcome.DENIED, target=str(request.cluster))
         raise Refused("you may not request recoveries")
     request.requester = requester
+    request.settle_destination()
     request.status = RecoveryRequest.Status.REQUESTED if request.needs_approval else RecoveryRequest.Status.QUEUED
     _check_destination_free(request)
     request.full_clean(exclude=["requester"])

@@ -87,6 +87,31 @@ class RecoveryRequest(Job):
     def needs_approval(self) -> bool:
         return self.destination == self.Destination.REPLACE
 
+    def settle_destination(self) -> None:
+        """Where a logical recovery writes, decided before it is saved, so that two recoveries never write to the
+        same place at once (the constraint below): production's own name when it replaces production or merges
+        rows into one of its tables, a new database's name beside it. A single-table merge that writes into
+        production's table replaces production as far as approval goes; into a new table, it does not."""
+        if self.database is None or self.kind not in (self.Kind.COMPLETE, self.Kind.TABLE):
+            return
+        if self.kind == self.Kind.TABLE:
+            writes = self.merge_policy != self.MergePolicy.NEW_TABLE
+            self.destination = self.Destination.REPLACE if writes else self.Destination.BESIDE
+        if self.kind == self.Kind.TABLE or self.destination == self.Destination.REPLACE:
+            self.destination_name = self.database.name
+        elif not self.destination_name:
+            suffix = f"_restored_{timezone.now():%Y%m%dT%H%M%S}"
+            self.destination_name = self.database.name[:63 - len(suffix)] + suffix
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED, self.Status.CANCELLED, self.Status.REJECTED)
+
+    def on_reaped(self) -> None:
+        from recovery import cleanup  # the procedures' undo steps use the catalogue and the services
+
+        cleanup.after_reaped(self)
+
     def clean(self) -> None:
         if self.kind == self.Kind.PITR and not self.target_time:
             raise ValidationError({"target_time": "A point-in-time recovery needs a target time."})
