@@ -38,7 +38,8 @@ class DatabaseError(Exception):
 
 
 def stamp() -> str:
-    return f"{timezone.now():%Y%m%dT%H%M%S}"
+    """UTC, lower case and digits only: names made with it need no quoting in SQL."""
+    return f"{timezone.now():%Y%m%d_%H%M%S}"
 
 
 def derived_name(base: str, suffix: str) -> str:

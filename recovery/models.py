@@ -100,7 +100,7 @@ class RecoveryRequest(Job):
         if self.kind == self.Kind.TABLE or self.destination == self.Destination.REPLACE:
             self.destination_name = self.database.name
         elif not self.destination_name:
-            suffix = f"_restored_{timezone.now():%Y%m%dT%H%M%S}"
+            suffix = f"_restored_{timezone.now():%Y%m%d_%H%M%S}"
             self.destination_name = self.database.name[:63 - len(suffix)] + suffix
 
     @property
