@@ -29,9 +29,9 @@ def bar(data: dict[str, Any], url: str, css_class: str = "") -> str:
     """The bar for `data` (from `job_progress`), polled at `url` until the job is finished."""
     width = 100 if data["finished"] else (data["percent"] or 0)
     return format_html(
-        '<div class="job-progress {}" data-url="{}" data-finished="{}">'
+        '<div class="job-progress {}" data-url="{}" data-finished="{}" data-status="{}">'
         '<div class="progress{}"><div class="bar" style="width: {}%"></div></div>'
         '<span class="progress-label">{}</span></div>',
-        css_class, url, "true" if data["finished"] else "false",
+        css_class, url, "true" if data["finished"] else "false", data["status"],
         " indeterminate" if data["percent"] is None and not data["finished"] else "", width, data["label"],
     )

@@ -90,15 +90,18 @@ class RecoveryRequest(Job):
     def settle_destination(self) -> None:
         """Where a logical recovery writes, decided before it is saved, so that two recoveries never write to the
         same place at once (the constraint below): production's own name when it replaces production or merges
-        rows into one of its tables, a new database's name beside it. A single-table merge that writes into
-        production's table replaces production as far as approval goes; into a new table, it does not."""
+        rows into one of its tables (so a merge and a complete restore of one database exclude each other), a new
+        database's name beside it. A single-table merge that writes into production's table replaces production
+        as far as approval goes; one into a new table does not, and runs beside anything."""
         if self.database is None or self.kind not in (self.Kind.COMPLETE, self.Kind.TABLE):
             return
         if self.kind == self.Kind.TABLE:
             writes = self.merge_policy != self.MergePolicy.NEW_TABLE
             self.destination = self.Destination.REPLACE if writes else self.Destination.BESIDE
-        if self.kind == self.Kind.TABLE or self.destination == self.Destination.REPLACE:
+        if self.destination == self.Destination.REPLACE:
             self.destination_name = self.database.name
+        elif self.kind == self.Kind.TABLE:
+            self.destination_name = ""  # a new table beside production's
         elif not self.destination_name:
             suffix = f"_restored_{timezone.now():%Y%m%d_%H%M%S}"
             self.destination_name = self.database.name[:63 - len(suffix)] + suffix

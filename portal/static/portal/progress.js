@@ -10,6 +10,7 @@
     bar.style.width = (data.finished ? 100 : (data.percent || 0)) + "%";
     box.querySelector(".progress-label").textContent = data.label;
     box.dataset.finished = data.finished ? "true" : "false";
+    box.dataset.status = data.status;
     box.dataset.percent = data.percent === null ? "" : String(data.percent);
     box.dispatchEvent(new CustomEvent("job-progress", {bubbles: true, detail: data}));
   }
