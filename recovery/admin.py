@@ -59,7 +59,7 @@ class RecoveryMedia:
 
 @admin.register(RecoveryRequest)
 class RecoveryRequestAdmin(admin.ModelAdmin):
-    list_display = ["title", "status_badge", "progress", "what", "destination_display", "requester", "when", "rto"]
+    list_display = ["title", "status_badge", "progress", "destination_short", "rto_short"]
     list_display_links = ["title"]
     list_filter = ["status", "kind", "destination", "cluster"]
     search_fields = ["reason", "destination_name", "requester__username", "error"]
@@ -75,6 +75,16 @@ class RecoveryRequestAdmin(admin.ModelAdmin):
                        "status_badge", "rto", "rpo", "verification_display", "log_display"]
     change_form_template = "admin/recovery/recoveryrequest/change_form.html"
     Media = RecoveryMedia
+
+    def get_fieldsets(self, request: HttpRequest, obj: RecoveryRequest | None = None) -> list:
+        """Only what applies to the request's kind."""
+        applies = {"target_time_utc": RecoveryRequest.Kind.PITR, "tables_display": RecoveryRequest.Kind.TABLE,
+                   "merge_policy": RecoveryRequest.Kind.TABLE}
+        shown = []
+        for name, options in self.fieldsets:
+            fields = [f for f in options["fields"] if obj is None or applies.get(f, obj.kind) == obj.kind]
+            shown.append((name, {**options, "fields": fields}))
+        return shown
 
     # Nobody edits or deletes a request through the admin: the form submits it, the worker records its outcome.
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -177,9 +187,10 @@ class RecoveryRequestAdmin(admin.ModelAdmin):
 
     # --- what the list and the page show ---
 
-    @admin.display(description="Recovery", ordering="pk")
+    @admin.display(description="Recovery (of, by, when)", ordering="pk")
     def title(self, obj: RecoveryRequest) -> str:
-        return str(obj)
+        return format_html('{}<br><span class="recovery-meta">{} · {} · {}</span>', obj, self.what(obj),
+                           obj.requester or obj.triggered_by or "—", self.when(obj))
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj: RecoveryRequest) -> str:
@@ -200,6 +211,19 @@ class RecoveryRequestAdmin(admin.ModelAdmin):
             return "a scratch database, dropped afterwards"
         name = f" ({obj.destination_name})" if obj.destination_name else ""
         return f"{obj.get_destination_display()}{name}"
+
+    @admin.display(description="To", ordering="destination")
+    def destination_short(self, obj: RecoveryRequest) -> str:
+        if obj.kind == RecoveryRequest.Kind.DRILL:
+            return "scratch"
+        return "replace production" if obj.needs_approval else "beside production"
+
+    @admin.display(description="RTO", ordering="rto_seconds")
+    def rto_short(self, obj: RecoveryRequest) -> str:
+        if obj.rto_seconds is None:
+            return "—"
+        met = obj.rto_seconds <= objectives.RTO_OBJECTIVE.total_seconds()
+        return format_html('<span class="status {}">{}</span>', "ok" if met else "fail", duration(obj.rto_seconds))
 
     @admin.display(description="Requested", ordering="created")
     def when(self, obj: RecoveryRequest) -> str:
