@@ -10,7 +10,8 @@ Each procedure registers its undo here by kind; a kind without one has nothing t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 from django.db.models import F, Value
 from django.db.models.functions import Concat
@@ -19,6 +20,7 @@ from django.utils import timezone
 from portal import audit
 from recovery import databases, services
 from recovery.models import RecoveryRequest, RecoveryStep
+from recovery.steps import Steps
 
 Say = Callable[[str], None]
 UNDO: dict[str, Callable[[RecoveryRequest, Say], None]] = {}
@@ -77,6 +79,21 @@ def restart_services(request: RecoveryRequest, say: Say) -> list[str]:
 def undo_restore(request: RecoveryRequest, say: Say) -> None:
     drop_working_database(request, say)
     reopen_after_swap(request, say)
+
+
+@contextlib.contextmanager
+def scratch_dropped(request: RecoveryRequest, steps: Steps, step_name: str) -> Iterator[None]:
+    """Run the block, then drop the recovery's scratch database as the step `step_name`, whatever happened."""
+    try:
+        yield
+    except BaseException:
+        steps.skip_rest()
+        with contextlib.suppress(Exception), steps.run(step_name) as step:
+            undo_restore(request, lambda line: steps.log(step, line))
+        raise
+    with steps.run(step_name) as step:
+        databases.drop(request.cluster, request.result_database)
+        steps.log(step, f"dropped {request.result_database}")
 
 
 def after_reaped(request: RecoveryRequest) -> None:

@@ -26,10 +26,10 @@ from backups.models import Backup
 from portal import audit
 from portal.jobs import Reporter
 from portal.models import ManagedDatabase
-from recovery import choose, cleanup, databases, objectives, services
+from recovery import cleanup, databases, objectives, services
 from recovery.models import RecoveryRequest, RecoveryStep
 from recovery.perform import PROCEDURES
-from recovery.restoring import RestoreFailed, restore_into, verify_counts
+from recovery.restoring import RestoreFailed, checked_backup, restore_into, verify_counts
 from recovery.steps import Steps
 
 CHECK = "Check the backup"
@@ -115,14 +115,7 @@ def undo(request: RecoveryRequest, steps: Steps, app: list[services.AppService])
 
 def check_backup(request: RecoveryRequest, steps: Steps) -> Backup:
     with steps.run(CHECK) as step:
-        backup = choose.resolve(request.backup, request.database, None, lambda line: steps.log(step, line))
-        if request.backup_id != backup.pk:
-            request.backup = backup
-            request.save(update_fields=["backup"])
-        steps.log(step, f"backup #{backup.pk} {backup}: verified by restore, sha256 {backup.sha256} matches")
-        objectives.record_rpo(request, backup)
-        steps.log(step, f"RPO {request.rpo_seconds:.0f} s: from its snapshot to the request")
-    return backup
+        return checked_backup(request, steps, step)
 
 
 def stop_services(app: list[services.AppService], steps: Steps, step: RecoveryStep) -> None:

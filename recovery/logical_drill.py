@@ -12,16 +12,13 @@ live in recovery/drills.py.
 
 from __future__ import annotations
 
-import contextlib
-
 from backups import leases
-from backups.models import Backup
 from portal import pg
 from portal.jobs import Reporter
-from recovery import choose, cleanup, databases, objectives
+from recovery import cleanup, objectives
 from recovery.models import RecoveryRequest, RecoveryStep
 from recovery.perform import PROCEDURES
-from recovery.restoring import RestoreFailed, restore_into, verify_counts
+from recovery.restoring import RestoreFailed, checked_backup, create_scratch, restore_into, verify_counts
 from recovery.steps import Steps
 
 CHOOSE = "Choose the newest verified logical backup"
@@ -35,12 +32,14 @@ AMCHECK_TIMEOUT = 4 * 3600
 
 def logical_drill(request: RecoveryRequest, reporter: Reporter) -> None:
     steps = Steps(request, reporter, [CHOOSE, RESTORE, COUNTS, AMCHECK, DROP])
-    try:
+    with cleanup.scratch_dropped(request, steps, DROP):
         with steps.run(CHOOSE) as step:
-            backup = choose_backup(request, steps, step)
+            backup = checked_backup(request, steps, step, cluster_wide=True)
         with leases.hold(backup, f"drill:{request.pk}"):
             with steps.run(RESTORE) as step:
-                scratch = restore_scratch(request, backup, steps, step)
+                assert backup.database is not None
+                scratch = create_scratch(request, SCRATCH_PREFIX, backup.database.name, steps, step)
+                restore_into(backup, scratch, steps, step)
             with steps.run(COUNTS) as step:
                 counts = verify_counts(backup, scratch)
                 request.verification["row_counts"] = counts
@@ -54,39 +53,8 @@ def logical_drill(request: RecoveryRequest, reporter: Reporter) -> None:
         seconds = objectives.record_rto(request, first.started, "verified")
         met = "within" if request.verification["rto"]["met"] else "OVER"
         reporter.log(f"RTO {seconds:.1f} s to verified: {met} the {objectives.RTO_OBJECTIVE} objective")
-    except BaseException:
-        steps.skip_rest()
-        with contextlib.suppress(Exception), steps.run(DROP) as step:
-            cleanup.undo_restore(request, lambda line: steps.log(step, line))
-        raise
-    with steps.run(DROP) as step:
-        databases.drop(request.cluster, scratch.dbname)
-        steps.log(step, f"dropped {scratch.dbname}")
     request.verification["verified"] = True
     request.save(update_fields=["verification"])
-
-
-def choose_backup(request: RecoveryRequest, steps: Steps, step: RecoveryStep) -> Backup:
-    backup = choose.resolve(request.backup, request.database, request.cluster, lambda line: steps.log(step, line))
-    if request.backup_id != backup.pk:
-        request.backup = backup
-        request.save(update_fields=["backup"])
-    steps.log(step, f"backup #{backup.pk} {backup} of {backup.database}, taken {backup.created:%Y-%m-%d %H:%M} UTC:"
-                    " verified by restore, sha256 matches")
-    objectives.record_rpo(request, backup)
-    return backup
-
-
-def restore_scratch(request: RecoveryRequest, backup: Backup, steps: Steps, step: RecoveryStep) -> pg.Target:
-    assert backup.database is not None
-    name = databases.derived_name(f"{SCRATCH_PREFIX}{request.pk}", databases.stamp())
-    databases.create_like(request.cluster, name, backup.database.name)
-    request.result_database = name
-    request.save(update_fields=["result_database"])
-    steps.log(step, f"created scratch database {name}")
-    scratch = request.cluster.target(name)
-    restore_into(backup, scratch, steps, step)
-    return scratch
 
 
 def amcheck(request: RecoveryRequest, scratch: pg.Target, steps: Steps, step: RecoveryStep) -> None:

@@ -1,5 +1,7 @@
-"""Restoring a logical backup as a recovery step: the pg_restore process named in the step's log, its progress
-on the bar (items of the archive's table of contents restored, against how many there are), its errors kept."""
+"""What the logical recoveries share: the backup they restore (checked, recorded on the request, its RPO), the
+database they restore into (recorded on the request, so a clean-up finds it), and the restore itself as a step: the
+pg_restore process named in the step's log, its progress on the bar (items of the archive's table of contents
+restored, against how many there are), its errors kept."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from backups.models import Backup
 from backups.restore import restore_logical
 from backups.verify import compare_counts, restored_counts
 from portal import pg
-from recovery.models import RecoveryStep
+from recovery import choose, databases, objectives
+from recovery.models import RecoveryRequest, RecoveryStep
 from recovery.steps import Steps
 
 # What pg_restore --verbose says as it works through the parts that take the time.
@@ -20,6 +23,31 @@ TOC_LINE = re.compile(r"^\d+; \d+ \d+ (.+)$")
 
 class RestoreFailed(Exception):
     pass
+
+
+def checked_backup(request: RecoveryRequest, steps: Steps, step: RecoveryStep, *, cluster_wide: bool = False) -> Backup:
+    """The request's backup, checked (the newest good one when none was chosen, then recorded on the request), and
+    the RPO a restore of it achieves."""
+    cluster = request.cluster if cluster_wide else None
+    backup = choose.resolve(request.backup, request.database, cluster, lambda line: steps.log(step, line))
+    if request.backup_id != backup.pk:
+        request.backup = backup
+        request.save(update_fields=["backup"])
+    steps.log(step, f"backup #{backup.pk} {backup} of {backup.database}, taken {backup.created:%Y-%m-%d %H:%M} UTC: "
+                    f"verified by restore, sha256 {backup.sha256} matches")
+    objectives.record_rpo(request, backup)
+    steps.log(step, f"RPO {request.rpo_seconds:.0f} s: from its snapshot to the request")
+    return backup
+
+
+def create_scratch(request: RecoveryRequest, prefix: str, model: str, steps: Steps, step: RecoveryStep) -> pg.Target:
+    """A new database for the recovery to work in, like `model`; recorded on the request before it is used."""
+    name = databases.derived_name(f"{prefix}{request.pk}", databases.stamp())
+    databases.create_like(request.cluster, name, model)
+    request.result_database = name
+    request.save(update_fields=["result_database"])
+    steps.log(step, f"created scratch database {name}")
+    return request.cluster.target(name)
 
 
 def toc(backup: Backup) -> list[str]:

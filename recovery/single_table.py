@@ -18,7 +18,6 @@ Several tables are merged in the order given (parents before children) in the sa
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import psycopg
@@ -28,11 +27,11 @@ from backups import leases
 from backups.models import Backup
 from portal import pg
 from portal.jobs import Reporter
-from recovery import choose, cleanup, databases, merge, objectives
+from recovery import cleanup, databases, merge, objectives
 from recovery.merge import Table
 from recovery.models import RecoveryRequest, RecoveryStep
 from recovery.perform import PROCEDURES
-from recovery.restoring import RestoreFailed, restore_into
+from recovery.restoring import RestoreFailed, checked_backup, create_scratch, restore_into
 from recovery.steps import Steps
 
 CHECK = "Check the backup and the tables"
@@ -64,53 +63,31 @@ def missing_tables(backup: Backup, tables: list[str]) -> str:
 def recover_tables(request: RecoveryRequest, reporter: Reporter) -> None:
     steps = Steps(request, reporter, [CHECK, SCRATCH, COMPARE, MERGE, DROP])
     tables = tables_of(request)
-    try:
+    with cleanup.scratch_dropped(request, steps, DROP):
         with steps.run(CHECK) as step:
-            backup = check(request, tables, steps, step)
+            backup = checked_backup(request, steps, step)
+            absent = missing_tables(backup, [t.label for t in tables])
+            if absent:
+                raise TableNotInBackup(absent)
+            steps.log(step, "it has " + ", ".join(
+                f"{t.label} ({backup.manifest['tables'][t.label]:,} rows)" for t in tables))
         with leases.hold(backup, f"recovery:{request.pk}"), steps.run(SCRATCH) as step:
             scratch = restore_scratch(request, backup, tables, steps, step)
         merge_into_production(request, scratch, tables, steps)
-    except BaseException:
-        steps.skip_rest()
-        with contextlib.suppress(Exception), steps.run(DROP) as step:
-            cleanup.undo_restore(request, lambda line: steps.log(step, line))
-        raise
-    with steps.run(DROP) as step:
-        databases.drop(request.cluster, scratch.dbname)
-        steps.log(step, f"dropped {scratch.dbname}")
     assert request.database is not None
     request.result_database = request.database.name
     request.save(update_fields=["result_database"])
 
 
-def check(request: RecoveryRequest, tables: list[Table], steps: Steps, step: RecoveryStep) -> Backup:
-    backup = choose.resolve(request.backup, request.database, None, lambda line: steps.log(step, line))
-    if request.backup_id != backup.pk:
-        request.backup = backup
-        request.save(update_fields=["backup"])
-    absent = missing_tables(backup, [t.label for t in tables])
-    if absent:
-        raise TableNotInBackup(absent)
-    steps.log(step, f"backup #{backup.pk} {backup}: verified, sha256 matches; it has "
-                    + ", ".join(f"{t.label} ({backup.manifest['tables'][t.label]:,} rows)" for t in tables))
-    objectives.record_rpo(request, backup)
-    return backup
-
-
 def restore_scratch(request: RecoveryRequest, backup: Backup, tables: list[Table], steps: Steps,
                     step: RecoveryStep) -> pg.Target:
+    """The schemas' definitions, then only the tables' rows, each table counted against the manifest."""
     assert request.database is not None
-    cluster = request.cluster
-    name = databases.derived_name(f"{SCRATCH_PREFIX}{request.pk}", databases.stamp())
-    databases.create_like(cluster, name, request.database.name)
-    request.result_database = name
-    request.save(update_fields=["result_database"])
-    scratch = cluster.target(name)
+    scratch = create_scratch(request, SCRATCH_PREFIX, request.database.name, steps, step)
     schemas = sorted({t.schema for t in tables})
     with pg.connect(scratch, purpose="recovery-scratch") as conn:
         for schema in schemas:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-    steps.log(step, f"created scratch database {name}")
     namespaces = tuple(f"--schema={schema}" for schema in schemas)
     restore_into(backup, scratch, steps, step, extra_args=("--section=pre-data", *namespaces), jobs=1)
     only = tuple(f"--table={t.name}" for t in tables)

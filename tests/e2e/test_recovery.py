@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import shutil
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,38 +13,14 @@ from playwright.sync_api import Browser, Page, expect
 from playwright.sync_api import Error as PlaywrightError
 
 from backups.models import BackupPolicy
-from portal import embedded, sample
-from portal.models import ManagedDatabase
 from recovery import services
 from recovery.models import RecoveryRequest
-from tests.backups.conftest import run_now
+from tests.backups.conftest import backup_root, run_now  # noqa: F401 (fixture)
 from tests.e2e.conftest import login, screenshot
-from tests.recovery.conftest import api, query  # noqa: F401 (fixture)
+from tests.recovery.conftest import api, larger_sample, query  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-SCALE = 1  # about 68 MB: the restore takes a few seconds, long enough to watch
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-
-
-@pytest.fixture
-def backup_root(tmp_path: Path, settings, monkeypatch) -> Path:
-    root = tmp_path / "backups"
-    root.mkdir()
-    settings.BACKUP_ROOT = root
-    monkeypatch.setenv("BACKUP_ROOT", str(root))  # the worker started by `qcluster` reads it
-    return root
-
-
-@pytest.fixture
-def paws360(embedded_cluster) -> Iterator[ManagedDatabase]:
-    name = f"paws360_e2e_{uuid.uuid4().hex[:8]}"
-    sample.build(embedded.target(name), SCALE)
-    try:
-        yield ManagedDatabase.objects.create(cluster=embedded_cluster, name=name)
-    finally:
-        for (leftover,) in query(embedded.target(), "SELECT datname FROM pg_database WHERE datname LIKE %s",
-                                 [f"{name}%"]):
-            sample.drop(embedded.target(leftover))  # production and the database it replaced
 
 
 def watch_steps(page: Page, timeout: float = 180) -> list[tuple[str, int]]:
@@ -69,8 +43,9 @@ def watch_steps(page: Page, timeout: float = 180) -> list[tuple[str, int]]:
 
 
 def test_an_operator_requests_a_complete_restore_a_dba_approves_and_watches_it(
-        page: Page, browser: Browser, live_server, paws360, backup_root, api, operator, dba,  # noqa: F811
+        page: Page, browser: Browser, live_server, larger_sample, backup_root, api, operator, dba,  # noqa: F811
         qcluster):
+    paws360 = larger_sample
     policy = BackupPolicy.objects.create(name="paws360 nightly", kind="logical", cluster=paws360.cluster,
                                          database=paws360)
     backup = run_now(policy)

@@ -7,6 +7,7 @@ import json
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from django.db import connections
 
 from backups.models import Backup
-from portal import pg
+from portal import embedded, pg, sample
 from portal.jobs import run_job
 from portal.models import ManagedDatabase
 from recovery import approvals, services
@@ -32,6 +33,20 @@ def good_backup(logical_policy) -> Backup:  # noqa: F811
     backup = run_now(logical_policy)
     assert (backup.status, backup.verification) == ("succeeded", "verified"), backup.error
     return backup
+
+
+@pytest.fixture
+def larger_sample(embedded_cluster) -> Iterator[ManagedDatabase]:
+    """The sample at scale 1 (about 68 MB): its restore takes a few seconds, long enough to watch or to kill.
+    Dropped afterwards, with any database named after it (the one a complete restore replaced)."""
+    name = f"paws360_big_{uuid.uuid4().hex[:8]}"
+    sample.build(embedded.target(name), 1)
+    try:
+        yield ManagedDatabase.objects.create(cluster=embedded_cluster, name=name)
+    finally:
+        for (leftover,) in query(embedded.target(), "SELECT datname FROM pg_database WHERE datname LIKE %s",
+                                 [f"{name}%"]):
+            sample.drop(embedded.target(leftover))
 
 
 @pytest.fixture

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
-import uuid
-from collections.abc import Iterator
 
 import pytest
 
 from backups.models import BackupPolicy
-from portal import embedded, jobs, sample
-from portal.models import AuditEvent, ManagedDatabase
+from portal import jobs
+from portal.models import AuditEvent
 from recovery import complete, services
 from recovery.models import RecoveryRequest, RecoveryStep
 from tests.backups.conftest import run_now
@@ -20,21 +18,9 @@ from tests.conftest import wait_for
 from tests.recovery.conftest import database_names, query, submit
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-SCALE = 1  # about 68 MB: pg_restore runs for a few seconds, long enough to be killed in the middle
-
-
-@pytest.fixture
-def paws360(embedded_cluster) -> Iterator[ManagedDatabase]:
-    name = f"paws360_kill_{uuid.uuid4().hex[:8]}"
-    sample.build(embedded.target(name), SCALE)
-    try:
-        yield ManagedDatabase.objects.create(cluster=embedded_cluster, name=name)
-    finally:
-        sample.drop(embedded.target(name))
-
-
 def test_a_worker_killed_mid_restore_fails_the_request_and_leaves_production_running(
-        paws360, backup_root, api, operator, dba, qcluster):
+        larger_sample, backup_root, api, operator, dba, qcluster):
+    paws360 = larger_sample
     policy = BackupPolicy.objects.create(name="paws360 full", kind="logical", cluster=paws360.cluster,
                                          database=paws360)
     assert run_now(policy).verification == "verified"
