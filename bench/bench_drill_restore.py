@@ -3,7 +3,8 @@
     PORTAL_VAR=/work/main/var TEST_DATABASE_NAME=<yours> .venv/bin/python bench/bench_drill_restore.py [--scale 17]
 
 Builds the sample at the scale (unless it is there), takes one full logical backup through the portal's pipeline
-(directory format, 2 jobs, gzip 1: the policy defaults), then, interleaved, `rounds` times each:
+(directory format, 2 jobs, gzip 1: the policy defaults), then, interleaved (raw first in odd rounds, the drill
+first in even ones), `rounds` times each:
 - raw: `createdb` + `pg_restore --jobs=2 --exit-on-error` of that backup folder into a new database;
 - portal: a drill (recovery/logical_drill.py) through `run_job`, as the worker runs it; its restore step (create
   the scratch database + pg_restore with progress and logging) is timed from the step's own start and end, and
@@ -97,10 +98,13 @@ def run(args: argparse.Namespace, root: Path) -> None:
 
     raw, portal, whole = [], [], []
     for round_ in range(1, args.rounds + 1):
-        raw.append(raw_restore(backup.local_path, policy.jobs))
+        if round_ % 2:  # which one goes first alternates: each inherits the other's checkpoint and archiving
+            raw.append(raw_restore(backup.local_path, policy.jobs))
         restore, total, request = drill(database, backup)
         portal.append(restore)
         whole.append(total)
+        if not round_ % 2:
+            raw.append(raw_restore(backup.local_path, policy.jobs))
         steps = ", ".join(f"{s.name.split(' ')[0].lower()} {(s.finished - s.started).total_seconds():.1f}"
                           for s in request.steps.all())
         print(f"round {round_}: raw pg_restore -j{policy.jobs} {raw[-1]:.2f} s | drill restore step "
