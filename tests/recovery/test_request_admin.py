@@ -210,3 +210,14 @@ def test_the_progress_json_carries_the_step_list(client, sample_database, good_b
     assert data["steps"][1]["name"] == "Restore it into a scratch database"
     assert "pg_restore started" in data["steps"][1]["log"]
     assert data["label"].startswith("Succeeded · RTO ")
+
+
+@pytest.mark.parametrize(("name", "error"), [
+    (None, "exists already"),  # production's own name
+    ("Paws360 Copy", "Use lower-case letters, digits and _"),
+])
+def test_a_destination_beside_production_must_be_a_new_plain_name(client, sample_database, good_backup, operator,
+                                                                  name, error):
+    answer = post(client, operator, ADD, form(sample_database, destination_name=name or sample_database.name))
+    assert error in answer.context["adminform"].form.errors["destination_name"][0]
+    assert not RecoveryRequest.objects.exists()
