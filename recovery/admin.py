@@ -21,9 +21,9 @@ from django.views.decorators.http import require_POST
 
 from portal import audit
 from portal import progress as job_progress
-from recovery import approvals, objectives
+from recovery import approvals, objectives, services
 from recovery.forms import RecoveryRequestForm
-from recovery.models import RecoveryRequest
+from recovery.models import Approval, RecoveryRequest
 from recovery.progress import duration, progress_data, step_data
 
 REQUEST_PERMISSION = "portal.request_recovery"
@@ -182,6 +182,8 @@ class RecoveryRequestAdmin(admin.ModelAdmin):
                                 and request.user.has_perm(APPROVE_PERMISSION)
                                 and recovery.requester_id != request.user.pk),
                 "awaiting": recovery.status == RecoveryRequest.Status.REQUESTED,
+                "approval_hours": int(Approval.VALID_FOR.total_seconds() // 3600),
+                "services": [service.name for service in services.configured()] if recovery.needs_approval else [],
             })
         return super().render_change_form(request, context, *args, **kwargs)
 

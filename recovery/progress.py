@@ -44,6 +44,8 @@ def progress_data(request: RecoveryRequest) -> dict[str, Any]:
     percent = request.percent
     if request.is_finished:
         percent = 100
+    elif request.status in (RecoveryRequest.Status.REQUESTED, RecoveryRequest.Status.QUEUED):
+        percent = 0  # waiting, not working
     return job_progress(request, label(request, steps, percent), percent) | {
         "steps": [step_data(step) for step in steps],
         "rto": duration(request.rto_seconds),

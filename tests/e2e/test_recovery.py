@@ -81,6 +81,7 @@ def approve_and_watch(approver: Page, live_server, paws360, recovery, dba, api, 
     approver.set_default_timeout(15_000)
     login(approver, live_server.url, dba.username, next_url=f"/admin/recovery/recoveryrequest/{recovery.pk}/change/")
     approver.fill("#approval-comment", "Checked with the registrar's office")
+    screenshot(approver, "recovery-awaiting-approval")
     approver.click(".approve-button")
     expect(approver.locator(".messagelist")).to_contain_text("Approved")
     seen = watch_steps(approver)
