@@ -26,7 +26,7 @@ from backups.admin_storage import BackupCopyInline
 from backups.models import Backup, BackupPolicy, ConfigFileVersion
 from backups.progress import progress_data
 from backups.schedules import schedule_name
-from portal import audit
+from portal import audit, progress
 from portal.admin import AuditedAdmin
 from portal.templatetags.portal_format import size
 
@@ -48,15 +48,7 @@ def seconds(value: float | None) -> str:
 
 
 def progress_bar(backup: Backup, url: str) -> str:
-    data = progress_data(backup)
-    width = 100 if data["finished"] else (data["percent"] or 0)
-    return format_html(
-        '<div class="backup-progress" data-url="{}" data-finished="{}">'
-        '<div class="progress{}"><div class="bar" style="width: {}%"></div></div>'
-        '<span class="progress-label">{}</span></div>',
-        url, "true" if data["finished"] else "false",
-        " indeterminate" if data["percent"] is None and not data["finished"] else "", width, data["label"],
-    )
+    return progress.bar(progress_data(backup), url, "backup-progress")
 
 
 class ReadOnly:
@@ -169,7 +161,7 @@ class BackupPolicyAdmin(AuditedAdmin):
 
 class ProgressMedia:
     css = {"all": ["backups/backups.css"]}
-    js = ["backups/progress.js"]
+    js = ["portal/progress.js"]
 
 
 @admin.register(Backup)

@@ -313,6 +313,8 @@ def _take(backup: Backup, reporter: Reporter, final: Path, globals_file: Path) -
     backup.client_version = program_version("pg_dump", target.major)
     with exported_snapshot(target) as snapshot, ThreadPoolExecutor(max_workers=2) as pool:
         backup.server_version = snapshot.conn.execute("SHOW server_version").fetchone()[0].split()[0]
+        # The transaction's start: the moment the backup's data is from (a restore of it loses what came after).
+        snapshot_at = snapshot.conn.execute("SELECT now()").fetchone()[0]
         tables = user_tables(snapshot.conn)
         table_bytes = sum(t.size for t in tables)
         backup.estimated_bytes = estimate_output(policy, table_bytes)
@@ -334,6 +336,7 @@ def _take(backup: Backup, reporter: Reporter, final: Path, globals_file: Path) -
 
     backup.manifest = {
         "snapshot": snapshot.id,
+        "snapshot_at": snapshot_at.isoformat(),
         "format": backup.format,
         "compression": policy.compression,
         "table_bytes": table_bytes,

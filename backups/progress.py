@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from backups.models import Backup
+from portal.progress import job_progress
 from portal.templatetags.portal_format import size
 
 
@@ -12,18 +13,9 @@ def progress_data(backup: Backup) -> dict[str, Any]:
     """What the progress bar shows: bytes written against the estimate, and the state."""
     total = backup.progress_total
     percent = None if not total else min(100 if backup.is_finished else 99, round(100 * backup.progress_done / total))
-    return {
-        "id": backup.pk,
-        "status": backup.status,
-        "status_display": backup.get_status_display(),
+    return job_progress(backup, progress_label(backup, percent), percent) | {
         "verification": backup.verification,
         "verification_display": backup.get_verification_display(),
-        "finished": backup.is_finished,
-        "done": backup.progress_done,
-        "total": total,
-        "percent": percent,
-        "note": backup.progress_note,
-        "label": progress_label(backup, percent),
     }
 
 

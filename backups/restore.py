@@ -6,6 +6,7 @@ no parallel jobs); an unencrypted file or folder is restored with parallel jobs.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from backups import crypto, files
@@ -42,18 +43,22 @@ def check_checksum(backup: Backup) -> None:
 
 
 def restore_logical(backup: Backup, target: pg.Target, reporter: Reporter, *, jobs: int = 1,
-                    extra_args: tuple[str, ...] = ()) -> None:
-    """Restore `backup` into the existing database `target`; stop at the first error."""
-    check_checksum(backup)
+                    extra_args: tuple[str, ...] = (), checksum_checked: bool = False,
+                    on_stderr: Callable[[str], None] | None = None,
+                    on_start: Callable[[int], None] | None = None) -> None:
+    """Restore `backup` into the existing database `target`; stop at the first error. The checksum is checked
+    first unless the caller just did (`checksum_checked`)."""
+    if not checksum_checked:
+        check_checksum(backup)
     path = backup.local_path
     args = ["--exit-on-error", "--verbose", f"--dbname={target.dbname}", *extra_args]
-    on_stderr = _restore_logger(reporter)
+    run = functools.partial(pg.run, "pg_restore", target=target, on_stderr=on_stderr or _restore_logger(reporter),
+                            cancel=reporter.cancel, on_start=on_start)
     if backup.encrypted:
         with crypto.decrypting_reader(path) as clear:
-            pg.run("pg_restore", args, target=target, stdin=clear, on_stderr=on_stderr, cancel=reporter.cancel)
+            run(args, stdin=clear)
         return
-    pg.run("pg_restore", [*args, f"--jobs={max(1, jobs)}", str(path)], target=target, on_stderr=on_stderr,
-           cancel=reporter.cancel)
+    run([*args, f"--jobs={max(1, jobs)}", str(path)])
 
 
 def _restore_logger(reporter: Reporter) -> Callable[[str], None]:

@@ -38,6 +38,7 @@ def submit(request: RecoveryRequest, requester: AbstractBaseUser) -> RecoveryReq
         audit.record("recovery.request", actor=requester, outcome=audit.Outcome.DENIED, target=str(request.cluster))
         raise Refused("you may not request recoveries")
     request.requester = requester
+    request.settle_destination()
     request.status = RecoveryRequest.Status.REQUESTED if request.needs_approval else RecoveryRequest.Status.QUEUED
     # clean() may name the destination (a point-in-time recovery's default), so the check comes after it; the
     # one-destination constraint is checked below with a better message than full_clean's.

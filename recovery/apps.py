@@ -5,5 +5,6 @@ class RecoveryConfig(AppConfig):
     name = "recovery"
 
     def ready(self) -> None:
-        # Each scenario module registers its procedure (and clean-up) in recovery.perform.
-        from recovery import drills, pitr  # noqa: F401
+        # Each scenario registers its procedure in recovery.perform.PROCEDURES (a drill in recovery.drills.DRILLS)
+        # and what undoes a dead run of it in recovery.cleanup.UNDO.
+        from recovery import complete, drills, logical_drill, pitr, single_table  # noqa: F401

@@ -93,6 +93,36 @@ class RecoveryRequest(Job):
     def needs_approval(self) -> bool:
         return self.destination == self.Destination.REPLACE
 
+    def settle_destination(self) -> None:
+        """Where a logical recovery writes, decided before it is saved, so that two recoveries never write to the
+        same place at once (the constraint below): production's own name when it replaces production or merges
+        rows into one of its tables (so a merge and a complete restore of one database exclude each other), a new
+        database's name beside it. A single-table merge that writes into production's table replaces production
+        as far as approval goes; one into a new table does not, and runs beside anything."""
+        if self.kind == self.Kind.DRILL and not self.drill_kind:
+            self.drill_kind = DrillSchedule.Kind.LOGICAL  # a drill requested by hand; the schedules name theirs
+        if self.database is None or self.kind not in (self.Kind.COMPLETE, self.Kind.TABLE):
+            return
+        if self.kind == self.Kind.TABLE:
+            writes = self.merge_policy != self.MergePolicy.NEW_TABLE
+            self.destination = self.Destination.REPLACE if writes else self.Destination.BESIDE
+        if self.destination == self.Destination.REPLACE:
+            self.destination_name = self.database.name
+        elif self.kind == self.Kind.TABLE:
+            self.destination_name = ""  # a new table beside production's
+        elif not self.destination_name:
+            suffix = f"_restored_{timezone.now():%Y%m%d_%H%M%S}"
+            self.destination_name = self.database.name[:63 - len(suffix)] + suffix
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED, self.Status.CANCELLED, self.Status.REJECTED)
+
+    def on_reaped(self) -> None:
+        from recovery import cleanup  # the procedures' undo steps use the catalogue and the services
+
+        cleanup.after_reaped(self)
+
     def clean(self) -> None:
         if self.kind == self.Kind.PITR and not self.target_time:
             raise ValidationError({"target_time": "A point-in-time recovery needs a target time."})
@@ -107,10 +137,6 @@ class RecoveryRequest(Job):
 
             validate_request(self)
 
-    def on_reaped(self) -> None:
-        from recovery.perform import clean_up
-
-        clean_up(self)
 
 
 class Approval(models.Model):

@@ -9,14 +9,9 @@ from recovery.approvals import consume_approval
 from recovery.models import RecoveryRequest
 
 Procedure = Callable[[RecoveryRequest, Reporter], None]
-Cleanup = Callable[[RecoveryRequest], None]
 
 # kind -> procedure; each scenario module registers itself here.
 PROCEDURES: dict[str, Procedure] = {}
-
-# kind -> what to undo after a run that died (its worker killed, the reaper failed the row): a server it
-# started, files it wrote. Called by RecoveryRequest.on_reaped() and by the next run of the same kind.
-CLEANUPS: dict[str, list[Cleanup]] = {}
 
 
 def perform(request: RecoveryRequest, reporter: Reporter) -> None:
@@ -26,7 +21,3 @@ def perform(request: RecoveryRequest, reporter: Reporter) -> None:
         raise NotImplementedError(f"{request.get_kind_display()} is not available yet")
     procedure(request, reporter)
 
-
-def clean_up(request: RecoveryRequest) -> None:
-    for cleanup in CLEANUPS.get(request.kind, []):
-        cleanup(request)

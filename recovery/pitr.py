@@ -41,11 +41,11 @@ from backups.walwindow import Range, kept_base_backups, range_of, recoverable_wi
 from portal import audit, jobs, pg
 from portal.jobs import Reporter
 from portal.models import ManagedCluster, ManagedDatabase
-from recovery import drills, newcluster, passfile, replay
+from recovery import cleanup, drills, newcluster, passfile, replay
 from recovery.approvals import Refused
 from recovery.models import RecoveryRequest
 from recovery.newcluster import NewCluster
-from recovery.perform import CLEANUPS, PROCEDURES
+from recovery.perform import PROCEDURES
 from recovery.steps import Steps
 
 log = logging.getLogger(__name__)
@@ -305,9 +305,11 @@ def extract(build: Build) -> None:
     say = build.say(STEP_EXTRACT)
     say(f"into {build.cluster.data} (owner {build.source.os_user}, mode 0700)")
 
+    within = build.steps.progress_within(STEP_EXTRACT)
+
     def on_bytes(done: int, total: int) -> None:
-        build.reporter.progress(done, total, f"extracting the base backup: {done / 2**20:.0f} of "
-                                             f"{total / 2**20:.0f} MB (sha256 checked as it is read)")
+        within(done, total, f"extracting the base backup: {done / 2**20:.0f} of {total / 2**20:.0f} MB "
+                            "(sha256 checked as it is read)")
 
     newcluster.extract(build.cluster, build.backup, on_bytes, build.reporter.cancel)
     say("extracted; every file's sha256 matched the catalog")
@@ -361,7 +363,7 @@ def replay_to_target(build: Build) -> replay.Reached:
         start_lsn=walarchive.parse_lsn(build.backup.start_lsn),
         bound_lsn=replay_bound(build.archive, build.backup, build.target_time),
         segment_size=build.archive.segment_size, say=say,
-        progress=lambda done, total, note: build.reporter.progress(done, total, note),
+        progress=build.steps.progress_within(STEP_REPLAY),
         cancel=build.reporter.cancel, timeout=settings.RECOVERY_REPLAY_TIMEOUT)
     reached = replay.follow(watch)
     last = utc(reached.last_commit) if reached.last_commit else "none after the backup"
@@ -577,7 +579,7 @@ def clean_up(request: RecoveryRequest) -> None:
     was_running = newcluster.postmaster_pid(cluster) is not None
     kept = newcluster.discard(cluster, kept_log(request, cluster))
     passfile.remove(cluster.name)
-    audit.record("recovery.cleanup", actor="system:recovery", obj=request, target=str(request.cluster),
+    audit.record("recovery.pitr.cleanup", actor="system:recovery", obj=request, target=str(request.cluster),
                  details={"work_directory": str(cluster.root), "server_was_running": was_running,
                           "server_log": str(kept), "status": request.status})
 
@@ -597,5 +599,11 @@ def sweep_leftovers(say: Callable[[str], None] = log.warning) -> None:
 CLEANUP_KINDS = (RecoveryRequest.Kind.PITR, RecoveryRequest.Kind.DRILL)
 PROCEDURES[RecoveryRequest.Kind.PITR] = recover_to_point
 drills.DRILLS["pitr"] = drill
+
+
+def undo_dead_run(request: RecoveryRequest, say: Callable[[str], None]) -> None:
+    clean_up(request)
+
+
 for _kind in CLEANUP_KINDS:
-    CLEANUPS.setdefault(_kind, []).append(clean_up)
+    cleanup.register(_kind, undo_dead_run)

@@ -21,6 +21,9 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 COMMAND_TIMEOUT = 120
+# The steps of a recovery that stop and start the services: the reaper's clean-up finds them by name.
+STOP_STEP = "Stop the application services"
+START_STEP = "Start the application services and check their health"
 
 
 class ServiceError(Exception):
@@ -70,6 +73,29 @@ def stop_all(services: list[AppService], say: Callable[[str], None]) -> None:
     for service in reversed(services):
         _run(service.stop, say)
         say(f"{service.name} stopped")
+
+
+def confirm_down(services: list[AppService], say: Callable[[str], None]) -> None:
+    """A stop command that exited 0 is not proof: each health URL must no longer answer."""
+    for service in services:
+        if service.health_url and healthy(service.health_url, timeout=2):
+            raise ServiceError(f"{service.name} still answers {service.health_url} after its stop command")
+        say(f"{service.name} is down" + (f" ({service.health_url} does not answer)" if service.health_url else ""))
+
+
+def restart_each(services: list[AppService], say: Callable[[str], None]) -> list[str]:
+    """After a failure: start every service that is not up, one failure not keeping the others down; the errors."""
+    errors = []
+    for service in services:
+        if service.health_url and healthy(service.health_url):
+            say(f"{service.name} is up already")
+            continue
+        try:
+            start_all([service], say)
+        except ServiceError as exc:
+            errors.append(str(exc))
+            say(f"FAILED: {exc}")
+    return errors
 
 
 def start_all(services: list[AppService], say: Callable[[str], None], health_timeout: float = 60) -> None:

@@ -18,6 +18,7 @@ from portal.models import AuditEvent
 from recovery import approvals, newcluster, passfile, pitr
 from recovery.models import RecoveryRequest, RecoveryStep
 from recovery.newcluster import NewCluster, alive, postmaster_pid
+from recovery.steps import PER_STEP
 from tests.clusters import RUN_AS
 from tests.conftest import wait_for
 from tests.recovery.pitr_fixtures import (
@@ -71,12 +72,15 @@ def test_a_worker_killed_mid_replay_is_reaped_and_its_server_stopped(archiving, 
     server = wait_for(lambda: replaying(request), timeout=90, message="the recovered server to replay")
     # Replay progress on the request, in bytes of WAL: from the backup's start LSN to the end of the archived
     # segment that holds the first commit after the target (the four segments written in between, and more).
+    replay_share_starts = (request.steps.get(name=pitr.STEP_REPLAY).position - 1) * PER_STEP
     wait_for(lambda: RecoveryRequest.objects.filter(pk=request.pk, progress_note__startswith="replaying WAL",
-                                                    progress_total__gt=4 * 2**24).exists(), message="replay progress")
+                                                    progress_done__gt=replay_share_starts).exists(),
+             message="replay progress")
     request.refresh_from_db()
     bound = pitr.replay_bound(archiving, request.backup, long_replay_target)
-    assert request.progress_total == bound - walarchive.parse_lsn(request.backup.start_lsn)
-    assert 0 <= request.progress_done <= request.progress_total
+    total_mb = (bound - walarchive.parse_lsn(request.backup.start_lsn)) / 2**20
+    assert f" of at most {total_mb:.0f} MB to the target" in request.progress_note
+    assert replay_share_starts < request.progress_done < replay_share_starts + PER_STEP
     os.kill(request.worker_pid, signal.SIGKILL)
     wait_for(lambda: not Path(f"/proc/{request.worker_pid}").exists(), message="the worker to die and be reaped")
     cluster = NewCluster(Path(request.work_directory), RUN_AS)
@@ -88,9 +92,11 @@ def test_a_worker_killed_mid_replay_is_reaped_and_its_server_stopped(archiving, 
     assert request.error.startswith(f"reaped: worker process {request.worker_pid}")
     assert not alive(server) and postmaster_pid(cluster) is None
     assert not cluster.root.exists()
-    cleanup = AuditEvent.objects.get(action="recovery.cleanup", object_id=str(request.pk))
+    cleanup = AuditEvent.objects.get(action="recovery.pitr.cleanup", object_id=str(request.pk))
     assert cleanup.details["server_was_running"] is True
     assert request.result_cluster is None
+    assert AuditEvent.objects.get(action="recovery.cleanup", object_id=str(request.pk)).details["after"] == "worker died"
+    assert set(request.steps.values_list("status", flat=True)) >= {RecoveryStep.Status.FAILED}
 
     assert source_state(archiving.cluster.target()) == before  # still running, never restarted, same data
     assert labels(archiving.cluster.target()) == {"before", "after"}
@@ -114,4 +120,4 @@ def test_what_a_dead_run_left_running_is_cleaned_up_by_the_next_recovery(archivi
 
     pitr.sweep_leftovers()
     assert not alive(server) and not cluster.root.exists() and not passfile.path_for(cluster.name).exists()
-    assert AuditEvent.objects.get(action="recovery.cleanup", object_id=str(dead.pk)).details["server_was_running"]
+    assert AuditEvent.objects.get(action="recovery.pitr.cleanup", object_id=str(dead.pk)).details["server_was_running"]

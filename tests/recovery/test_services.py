@@ -2,32 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 
 import pytest
 
 from recovery import services
 from tests.clusters import free_port
-
-STANDIN = str(Path(__file__).with_name("standin_api.py"))
-
-
-@pytest.fixture
-def api(tmp_path, settings) -> services.AppService:
-    """The stand-in API, running, and named in APP_SERVICES_FILE."""
-    port, pidfile = free_port(), tmp_path / "api.pid"
-    entry = {"name": "paws360-api", "start": [sys.executable, STANDIN, "start", str(port), str(pidfile)],
-             "stop": [sys.executable, STANDIN, "stop", str(pidfile)], "health_url": f"http://127.0.0.1:{port}/health"}
-    config = tmp_path / "services.json"
-    config.write_text(json.dumps([entry]))
-    settings.APP_SERVICES_FILE = str(config)
-    service = services.configured()[0]
-    services.start_all([service], say=lambda line: None)
-    yield service
-    if pidfile.exists():
-        services.stop_all([service], say=lambda line: None)
 
 
 def test_it_stops_and_starts_the_configured_services(api):

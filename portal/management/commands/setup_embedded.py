@@ -38,6 +38,8 @@ def ensure_admin() -> tuple[str, str, bool]:
         audit.record("user.create_admin", actor="system:setup", obj=user, target=user.username)
     return ADMIN_USERNAME, password, created
 
+LOGICAL_DRILL_CRON = "0 5 * * 0"  # an hour after the point-in-time drill (DRILL_DEFAULT_SCHEDULE): not both at once
+
 
 class Command(BaseCommand):
     help = "Seed the sample database if missing, register the embedded cluster, make the admin login."
@@ -47,8 +49,8 @@ class Command(BaseCommand):
 
     def protect_embedded(self, cluster: ManagedCluster) -> None:
         """The embedded default comes up archiving its WAL (manage.py configure_archiving embedded), with the
-        runbook's backup policies, each with a first backup queued, and a weekly point-in-time restore drill
-        (manage.py schedule_drill embedded) unless it has one."""
+        runbook's backup policies, each with a first backup queued, and weekly restore drills (manage.py
+        schedule_drill): point-in-time of the cluster, and an hour later logical of the sample database."""
         from recovery.models import DrillSchedule
 
         call_command("configure_archiving", cluster.name, stdout=self.stdout)
@@ -59,6 +61,9 @@ class Command(BaseCommand):
             self.stdout.write(f"backup policy '{policy}': {policy.schedule}, kept {policy.retention_days} days")
         if not DrillSchedule.objects.filter(cluster=cluster, kind=DrillSchedule.Kind.PITR).exists():
             call_command("schedule_drill", cluster.name, stdout=self.stdout)
+        if not DrillSchedule.objects.filter(cluster=cluster, kind=DrillSchedule.Kind.LOGICAL).exists():
+            call_command("schedule_drill", cluster.name, kind=DrillSchedule.Kind.LOGICAL,
+                         database=settings.SAMPLE_DATABASE, cron=LOGICAL_DRILL_CRON, stdout=self.stdout)
 
     def handle(self, *args, scale: float, **options) -> None:
         call_command("seed_paws360", scale=scale, if_missing=True, stdout=self.stdout)

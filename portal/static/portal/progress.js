@@ -1,4 +1,6 @@
-// Live progress of running backups: polls each unfinished bar's JSON endpoint once a second.
+// Live progress of running jobs (backups, recoveries...): polls each unfinished bar's JSON endpoint once a second,
+// redraws the bar and tells the page (a "job-progress" event carrying the JSON) so it can redraw more, such as a
+// recovery's step list. A finished job reloads the page, whose other fields are then final.
 "use strict";
 (function () {
   function update(box, data) {
@@ -8,7 +10,9 @@
     bar.style.width = (data.finished ? 100 : (data.percent || 0)) + "%";
     box.querySelector(".progress-label").textContent = data.label;
     box.dataset.finished = data.finished ? "true" : "false";
+    box.dataset.status = data.status;
     box.dataset.percent = data.percent === null ? "" : String(data.percent);
+    box.dispatchEvent(new CustomEvent("job-progress", {bubbles: true, detail: data}));
   }
 
   function poll(box) {
@@ -18,7 +22,6 @@
         if (!data) { return; }
         update(box, data);
         if (data.finished) {
-          // The page's other fields (size, checksum, row counts, verification) are now final.
           window.setTimeout(function () { window.location.reload(); }, 500);
         } else {
           window.setTimeout(function () { poll(box); }, 1000);
@@ -28,6 +31,6 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
-    document.querySelectorAll(".backup-progress[data-finished=false]").forEach(poll);
+    document.querySelectorAll(".job-progress[data-finished=false]").forEach(poll);
   });
 })();
