@@ -140,7 +140,9 @@ def check_segment(source: PathLike, name: str, system_identifier: int) -> None:
     if seg_size <= 0 or seg_size & (seg_size - 1):
         raise ArchiveError(f"{name}: implausible segment size {seg_size} in its header")
     timeline, segno = parse_segment(name[:24], seg_size)
-    if header["timeline"] != timeline or header["pageaddr"] != segno * seg_size:
+    # The first segment of a new timeline begins as a copy of the old timeline's up to the switch: its first page
+    # still says the old timeline (a promoted point-in-time recovery archives exactly such a segment).
+    if not 0 < header["timeline"] <= timeline or header["pageaddr"] != segno * seg_size:
         raise ArchiveError(
             f"{name}: its header says timeline {header['timeline']} at {format_lsn(header['pageaddr'])}, "
             f"its name timeline {timeline} at {format_lsn(segno * seg_size)}: refused"

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
@@ -44,6 +44,20 @@ def badge(request: RecoveryRequest) -> str:
                        request.get_status_display())
 
 
+def promotion_context(request: HttpRequest, recovery: RecoveryRequest) -> dict[str, Any]:
+    """What the page says about making a recovered cluster production: the button on a succeeded point-in-time
+    recovery, and on a promotion request the data directories it swaps."""
+    if recovery.kind == RecoveryRequest.Kind.PROMOTE:
+        pitr = recovery.source_recovery
+        data = recovery.cluster.data_directory
+        return {"promotion": {"recovered": pitr.result_cluster if pitr else None, "data": data,
+                              "target_time": pitr.target_time if pitr else None}}
+    recovered = recovery.result_cluster
+    offer = (recovery.kind == RecoveryRequest.Kind.PITR and recovery.status == RecoveryRequest.Status.SUCCEEDED
+             and recovered is not None and recovered.is_local and request.user.has_perm(REQUEST_PERMISSION))
+    return {"may_promote": offer, "promotions": recovery.promotions.order_by("-created")}
+
+
 def objective(seconds: float | None, goal: float, what: str) -> str:
     if seconds is None:
         return "—"
@@ -65,13 +79,13 @@ class RecoveryRequestAdmin(admin.ModelAdmin):
     search_fields = ["reason", "destination_name", "requester__username", "error"]
     date_hierarchy = "created"
     fieldsets = [
-        ("The request", {"fields": ["kind", "what", "backup_link", "target_time_utc", "tables_display",
+        ("The request", {"fields": ["kind", "what", "source_link", "backup_link", "target_time_utc", "tables_display",
                                     "merge_policy", "destination_display", "requester", "reason", "created"]}),
         ("Outcome", {"fields": ["status_badge", "error", "result_database", "rto", "rpo", "started", "finished"]}),
         ("Verification", {"fields": ["verification_display"]}),
         ("Log", {"fields": ["log_display"], "classes": ["collapse"]}),
     ]
-    readonly_fields = ["what", "backup_link", "target_time_utc", "tables_display", "destination_display",
+    readonly_fields = ["what", "source_link", "backup_link", "target_time_utc", "tables_display", "destination_display",
                        "status_badge", "rto", "rpo", "verification_display", "log_display"]
     change_form_template = "admin/recovery/recoveryrequest/change_form.html"
     Media = RecoveryMedia
@@ -79,7 +93,9 @@ class RecoveryRequestAdmin(admin.ModelAdmin):
     def get_fieldsets(self, request: HttpRequest, obj: RecoveryRequest | None = None) -> list:
         """Only what applies to the request's kind."""
         applies = {"target_time_utc": RecoveryRequest.Kind.PITR, "tables_display": RecoveryRequest.Kind.TABLE,
-                   "merge_policy": RecoveryRequest.Kind.TABLE}
+                   "merge_policy": RecoveryRequest.Kind.TABLE, "source_link": RecoveryRequest.Kind.PROMOTE}
+        if obj is not None and obj.kind == RecoveryRequest.Kind.PROMOTE:
+            applies["backup_link"] = RecoveryRequest.Kind.PITR
         shown = []
         for name, options in self.fieldsets:
             fields = [f for f in options["fields"] if obj is None or applies.get(f, obj.kind) == obj.kind]
@@ -105,6 +121,7 @@ class RecoveryRequestAdmin(admin.ModelAdmin):
             path("<int:pk>/progress/", wrap(never_cache(self.progress_view)), name="recovery_recoveryrequest_progress"),
             path("<int:pk>/approve/", wrap(require_POST(self.approve_view)), name="recovery_recoveryrequest_approve"),
             path("<int:pk>/reject/", wrap(require_POST(self.reject_view)), name="recovery_recoveryrequest_reject"),
+            path("<int:pk>/promote/", wrap(require_POST(self.promote_view)), name="recovery_recoveryrequest_promote"),
             *super().get_urls(),
         ]
 
@@ -166,6 +183,26 @@ class RecoveryRequestAdmin(admin.ModelAdmin):
                 messages.success(request, f"{recovery} rejected.")
         return HttpResponseRedirect(reverse("admin:recovery_recoveryrequest_change", args=[pk]))
 
+    def promote_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """"Make this cluster production" on a succeeded point-in-time recovery: the request, awaiting approval."""
+        pitr = get_object_or_404(RecoveryRequest, pk=pk, kind=RecoveryRequest.Kind.PITR)
+        reason = request.POST.get("reason", "").strip()
+        if not reason:
+            messages.error(request, "Not requested: give the reason and the ticket.")
+            return HttpResponseRedirect(reverse("admin:recovery_recoveryrequest_change", args=[pk]))
+        promotion = RecoveryRequest(kind=RecoveryRequest.Kind.PROMOTE, cluster=pitr.cluster, source_recovery=pitr,
+                                    reason=reason)
+        try:
+            promotion = approvals.submit(promotion, request.user)
+        except ValidationError as exc:
+            messages.error(request, "Not requested: " + " ".join(exc.messages))
+        except approvals.Refused as exc:
+            messages.error(request, f"Not requested: {exc}.")
+        else:
+            messages.success(request, self._submitted_message(promotion))
+            return HttpResponseRedirect(reverse("admin:recovery_recoveryrequest_change", args=[promotion.pk]))
+        return HttpResponseRedirect(reverse("admin:recovery_recoveryrequest_change", args=[pk]))
+
     def progress_view(self, request: HttpRequest, pk: int) -> JsonResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
@@ -184,6 +221,7 @@ class RecoveryRequestAdmin(admin.ModelAdmin):
                 "awaiting": recovery.status == RecoveryRequest.Status.REQUESTED,
                 "approval_hours": int(Approval.VALID_FOR.total_seconds() // 3600),
                 "services": [service.name for service in services.configured()] if recovery.needs_approval else [],
+                **promotion_context(request, recovery),
             })
         return super().render_change_form(request, context, *args, **kwargs)
 
@@ -211,6 +249,8 @@ class RecoveryRequestAdmin(admin.ModelAdmin):
     def destination_display(self, obj: RecoveryRequest) -> str:
         if obj.kind == RecoveryRequest.Kind.DRILL:
             return "a scratch database, dropped afterwards"
+        if obj.kind == RecoveryRequest.Kind.PROMOTE:
+            return f"Replace production: the data directory of cluster {obj.cluster}"
         name = f" ({obj.destination_name})" if obj.destination_name else ""
         return f"{obj.get_destination_display()}{name}"
 
@@ -233,6 +273,15 @@ class RecoveryRequestAdmin(admin.ModelAdmin):
         measured = obj.verification.get("rpo", {}).get("measured", "")
         text = objective(obj.rpo_seconds, objectives.rpo_objective(), "RPO")
         return format_html("{}<br><span class='help'>{}</span>", text, measured) if measured else text
+
+    @admin.display(description="Recovered cluster")
+    def source_link(self, obj: RecoveryRequest) -> str:
+        pitr = obj.source_recovery
+        if pitr is None:
+            return "—"
+        return format_html('<a href="{}">{}</a>: cluster {}, recovered to {:%Y-%m-%d %H:%M:%S} UTC',
+                           reverse("admin:recovery_recoveryrequest_change", args=[pitr.pk]), pitr,
+                           pitr.result_cluster or pitr.destination_name, pitr.target_time)
 
     @admin.display(description="Backup")
     def backup_link(self, obj: RecoveryRequest) -> str:

@@ -144,6 +144,9 @@ class RecoveryRequestForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["cluster"].required = False
+        # Making a recovered cluster production is asked for on the recovery's own page, not here.
+        self.fields["kind"].choices = [choice for choice in self.fields["kind"].choices
+                                       if choice[0] != RecoveryRequest.Kind.PROMOTE]
         self.fields["backup"].queryset = good_backups()
         if not self.is_bound:
             self._set_defaults()

@@ -37,6 +37,7 @@ class RecoveryRequest(Job):
         PITR = "pitr", "Point-in-time recovery"
         TABLE = "table", "Single-table recovery"
         DRILL = "drill", "Restore drill"
+        PROMOTE = "promote", "Make a recovered cluster production"
 
     class Destination(models.TextChoices):
         BESIDE = "beside", "A new database or cluster beside production"
@@ -75,6 +76,9 @@ class RecoveryRequest(Job):
         help_text="Point-in-time: the folder of the cluster being built (data, socket, server log), recorded "
                   "before anything is written there, so a run that died can be cleaned up.")
     drill_kind = models.CharField(max_length=16, blank=True, help_text="Drill: which drill (pitr, logical).")
+    source_recovery = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="promotions",
+        help_text="Make production: the point-in-time recovery whose cluster becomes production.")
 
     class Meta:
         ordering = ["-created"]
@@ -91,7 +95,7 @@ class RecoveryRequest(Job):
 
     @property
     def needs_approval(self) -> bool:
-        return self.destination == self.Destination.REPLACE
+        return self.destination == self.Destination.REPLACE or self.kind == self.Kind.PROMOTE
 
     def settle_destination(self) -> None:
         """Where a logical recovery writes, decided before it is saved, so that two recoveries never write to the
@@ -101,6 +105,8 @@ class RecoveryRequest(Job):
         as far as approval goes; one into a new table does not, and runs beside anything."""
         if self.kind == self.Kind.DRILL and not self.drill_kind:
             self.drill_kind = DrillSchedule.Kind.LOGICAL  # a drill requested by hand; the schedules name theirs
+        if self.kind == self.Kind.PROMOTE and self.cluster_id:
+            self.destination, self.destination_name = self.Destination.REPLACE, self.cluster.name
         if self.database is None or self.kind not in (self.Kind.COMPLETE, self.Kind.TABLE):
             return
         if self.kind == self.Kind.TABLE:
@@ -136,7 +142,10 @@ class RecoveryRequest(Job):
             from recovery.pitr import validate_request
 
             validate_request(self)
+        if self.kind == self.Kind.PROMOTE:
+            from recovery.promote import validate_request as validate_promotion
 
+            validate_promotion(self)
 
 
 class Approval(models.Model):

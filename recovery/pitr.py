@@ -8,8 +8,8 @@ recovery.signal. The server starts on a free port of 127.0.0.1 as the cluster's 
 the replay and promotes only once PostgreSQL paused at the target (see recovery/replay.py). The result is
 verified and registered as a new managed cluster (its databases as staging), with the measured RTO and RPO.
 
-Making a recovered cluster production (swapping data directories on a local cluster) is not done here: a
-request with destination "replace" is refused with that reason.
+Making a recovered cluster production (swapping data directories on a local cluster) is a separate, approved
+request (recovery/promote.py): a request with destination "replace" is refused and pointed there.
 
 A failed run stops its server and removes its data directory (a copy of student records that nothing
 manages and nothing can resume); the server log stays in RECOVERY_ROOT/<name>/ for the DBA. A run whose
@@ -139,8 +139,8 @@ def validate_request(request: RecoveryRequest) -> None:
     """For the request form and RecoveryRequest.clean(): a clear error on the field at fault."""
     if request.destination == RecoveryRequest.Destination.REPLACE:
         raise ValidationError({"destination": "A point-in-time recovery builds a new cluster beside production. "
-                               "Making it production (swapping data directories) is not done by the portal: "
-                               "check the recovered cluster, then move the applications to it as the runbook says."})
+                               "To make it production, check it, then request \u201cMake this cluster production\u201d "
+                               "on the recovery's page: a separate step a second DBA approves."})
     if request.backup_id:  # a backup chosen by hand: its own refusal is the clearest reason
         try:
             check_backup(Backup.objects.get(pk=request.backup_id), request.cluster, request.target_time)
@@ -460,7 +460,7 @@ def register(build: Build) -> ManagedCluster:
                  target=str(cluster), details={"request": build.request.pk, "source": source.name,
                                                "port": build.port, "data_directory": cluster.data_directory})
     build.say(STEP_REGISTER)(f"registered as cluster {cluster.name} (127.0.0.1:{build.port}); its databases as "
-                             "staging. Making it production is a separate step the portal does not perform.")
+                             "staging. Making it production is a separate request, approved by a second DBA.")
     return cluster
 
 
@@ -492,8 +492,8 @@ def check_window(build: Build) -> None:
 def recover_to_point(request: RecoveryRequest, reporter: Reporter) -> None:
     """The procedure for kind "pitr"."""
     if request.destination == RecoveryRequest.Destination.REPLACE:
-        raise Refused("a point-in-time recovery is restored beside production; replacing production is not done "
-                      "by the portal")
+        raise Refused("a point-in-time recovery is restored beside production; making it production is a separate "
+                      "request (Make a recovered cluster production), approved by a second DBA")
     with building(request, reporter, PLAN) as build:
         check_window(build)
         restore(build)

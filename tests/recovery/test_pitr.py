@@ -154,7 +154,7 @@ def test_two_recoveries_into_the_same_destination_are_refused(archiving, marked_
 def test_replacing_production_and_a_name_that_is_not_a_slug_are_refused(archiving, marked_target, recovery_root, dba):
     with pytest.raises(ValidationError) as refused:
         approvals.submit(pitr_request(archiving, marked_target, destination=RecoveryRequest.Destination.REPLACE), dba)
-    assert "not done by the portal" in refused.value.message_dict["destination"][0]
+    assert "Make this cluster production" in refused.value.message_dict["destination"][0]
     with pytest.raises(ValidationError) as refused:
         approvals.submit(pitr_request(archiving, marked_target, destination_name="../../etc"), dba)
     assert "letters, digits" in refused.value.message_dict["destination_name"][0]
