@@ -16,6 +16,7 @@ from backups import walarchive
 from portal import jobs, pg
 from portal.models import AuditEvent, ManagedCluster
 from recovery import approvals, promote, services
+from recovery.datadirs import Server
 from recovery.models import RecoveryRequest, RecoveryStep
 from tests.conftest import wait_for
 from tests.recovery.conftest import HealthWatch, run
@@ -41,22 +42,46 @@ def server(cluster: ManagedCluster) -> dict:
     return promote.facts(cluster.target())
 
 
+def page(pk: int, what: str = "change") -> str:
+    return f"/admin/recovery/recoveryrequest/{pk}/{what}/"
+
+
+def request_through_the_page(client, pitr: RecoveryRequest, operator) -> RecoveryRequest:
+    """An Operator presses "Make this cluster production" on the recovery's page."""
+    client.force_login(operator)
+    shown = client.get(page(pitr.pk)).content.decode()
+    assert "Make this cluster production" in shown and page(pitr.pk, "promote") in shown
+    assert client.get(page(pitr.pk, "promote")).status_code == 405  # POST only
+    refused = client.post(page(pitr.pk, "promote"), {"reason": " "}, follow=True)
+    assert b"give the reason and the ticket" in refused.content
+    done = client.post(page(pitr.pk, "promote"), {"reason": "INC-2211 make it production"}, follow=True)
+    request = RecoveryRequest.objects.get(kind=RecoveryRequest.Kind.PROMOTE)
+    assert done.redirect_chain[-1][0] == page(request.pk)
+    assert b"waits for a second DBA" in done.content
+    return request
+
+
+def approve_through_the_page(client, request: RecoveryRequest, dba, services_named: str) -> None:
+    client.force_login(dba)
+    shown = client.get(page(request.pk)).content.decode()
+    data = request.cluster.data_directory
+    assert f"<code>{data}</code> is kept as <code>{data}.before_&lt;UTC time&gt;</code>" in shown
+    assert f"The application services ({services_named}) are stopped first" in shown
+    client.post(page(request.pk, "approve"), {"comment": "checked the recovered rows"})
+
+
 def test_it_makes_the_recovered_cluster_production_on_its_own_port_archiving_a_new_timeline(
-        archiving, marked_target, recovery_root, api, dba, dba2, operator):
+        client, archiving, marked_target, recovery_root, api, dba, dba2, operator):
     production = archiving.cluster
     data, port, old = Path(production.data_directory), production.port, server(production)
     pitr = recover(archiving, marked_target, dba)
     recovered = pitr.result_cluster
 
     secrets = Path(recovered.passfile)
-    request = promotion(pitr, dba)
+    request = request_through_the_page(client, pitr, operator)
     assert request.status == RecoveryRequest.Status.REQUESTED and request.needs_approval
-    assert request.destination_name == production.name
-    with pytest.raises(approvals.Refused, match="requester cannot approve"):
-        approvals.approve(request, dba)
-    with pytest.raises(approvals.Refused, match="only a DBA"):
-        approvals.approve(request, operator)
-    approvals.approve(request, dba2)
+    assert (request.requester, request.source_recovery, request.destination_name) == (operator, pitr, production.name)
+    approve_through_the_page(client, request, dba2, api.name)
     with HealthWatch(api.health_url) as watch:
         request = run(request)
     assert request.status == RecoveryRequest.Status.SUCCEEDED, f"{request.error}\n{request.log}"
@@ -98,9 +123,14 @@ def test_a_failure_after_the_move_puts_production_back_on_its_own_data_directory
     data, old = Path(production.data_directory), server(production)
     pitr = recover(archiving, marked_target, dba)
     recovered_data = Path(pitr.result_cluster.data_directory)
-    request = promotion(pitr, operator)  # an Operator may ask; a DBA approves
+    request = promotion(pitr, dba)
+    with pytest.raises(approvals.Refused, match="requester cannot approve"):
+        approvals.approve(request, dba)
+    with pytest.raises(approvals.Refused, match="only a DBA"):
+        approvals.approve(request, operator)
     approvals.approve(request, dba2)
-    (recovered_data / "PG_VERSION").unlink()  # the recovered data can no longer start: found only after the move
+    with open(recovered_data / "postgresql.conf", "a") as conf:  # the running copy does not notice; a start does
+        conf.write("shared_buffers = 'plenty'\n")
 
     request = run(request)
     assert request.status == RecoveryRequest.Status.FAILED
@@ -111,11 +141,12 @@ def test_a_failure_after_the_move_puts_production_back_on_its_own_data_directory
     assert f"[roll back] production's own data directory is back: {request.verification['promote']['before_data']}" \
         in start_log
     assert f"[roll back] production started from {data}" in start_log
+    assert "[roll back] the recovered cluster did not start again" in start_log and "plenty" in start_log
 
     assert labels(production.target()) == {"before", "after"}  # its own data, the row after the target included
     assert server(production) == old
     assert not Path(request.verification["promote"]["before_data"]).exists()
-    assert (recovered_data / "postgresql.auto.conf").exists() and not (recovered_data / "PG_VERSION").exists()
+    assert (recovered_data / "PG_VERSION").exists() and "plenty" in (recovered_data / "postgresql.conf").read_text()
     assert "recovery_target_time" in (recovered_data / "postgresql.auto.conf").read_text()
     rollback = AuditEvent.objects.get(action="recovery.promote.rollback", object_id=str(request.pk))
     assert rollback.outcome == "success"
@@ -137,20 +168,20 @@ def test_refused_when_the_recovery_failed_or_production_is_not_local_or_another_
     done.save()
     ManagedCluster.objects.filter(pk=production.pk).update(control=ManagedCluster.Control.NONE)
     with pytest.raises(ValidationError, match=r"production \(scratch\) is not a local cluster the portal controls"):
-        promotion(done, dba)
+        promotion(RecoveryRequest.objects.get(pk=done.pk), dba)
     ManagedCluster.objects.filter(pk=production.pk).update(control=ManagedCluster.Control.PG_CTL)
     ManagedCluster.objects.filter(pk=recovered.pk).update(server_version_num=140000)
     with pytest.raises(ValidationError, match="major versions differ"):
-        promotion(done, dba)
+        promotion(RecoveryRequest.objects.get(pk=done.pk), dba)
     ManagedCluster.objects.filter(pk=recovered.pk).update(server_version_num=production.server_version_num)
     busy = pitr_request(archiving, production.created, status=RecoveryRequest.Status.RUNNING,
                         destination_name="z-pitr")
     busy.save()
     with pytest.raises(ValidationError, match=f"{busy} is active on scratch"):
-        promotion(done, dba)
+        promotion(RecoveryRequest.objects.get(pk=done.pk), dba)
     busy.delete()
     with pytest.raises(ValidationError, match="copy is not running"):
-        promotion(done, dba)
+        promotion(RecoveryRequest.objects.get(pk=done.pk), dba)
     assert not RecoveryRequest.objects.filter(kind=RecoveryRequest.Kind.PROMOTE).exists()
 
 
@@ -194,7 +225,8 @@ def test_a_worker_killed_mid_way_leaves_production_running_from_its_own_complete
     with pg.connect(production.target()) as conn:
         assert conn.execute("SELECT current_setting('data_directory')").fetchone()[0] == str(data)
     assert not Path(request.verification["promote"]["before_data"]).exists()
-    assert Path(pitr.result_cluster.data_directory).is_dir()
+    recovered = Server(Path(pitr.result_cluster.data_directory), production.os_user, production.major)
+    assert recovered.pid(), "the recovered cluster runs again, as before the promotion"
     assert services.healthy(api.health_url)
     assert "[clean-up] production's own data directory is back" in request.log
     cleanup = AuditEvent.objects.get(action="recovery.cleanup", object_id=str(request.pk))
