@@ -279,9 +279,10 @@ class RecoveryRequestAdmin(admin.ModelAdmin):
         pitr = obj.source_recovery
         if pitr is None:
             return "—"
-        return format_html('<a href="{}">{}</a>: cluster {}, recovered to {:%Y-%m-%d %H:%M:%S} UTC',
+        when = f"{pitr.target_time:%Y-%m-%d %H:%M:%S} UTC" if pitr.target_time else "?"
+        return format_html('<a href="{}">{}</a>: cluster {}, recovered to {}',
                            reverse("admin:recovery_recoveryrequest_change", args=[pitr.pk]), pitr,
-                           pitr.result_cluster or pitr.destination_name, pitr.target_time)
+                           pitr.result_cluster or pitr.destination_name, when)
 
     @admin.display(description="Backup")
     def backup_link(self, obj: RecoveryRequest) -> str:
