@@ -95,7 +95,8 @@ def test_a_worker_killed_mid_replay_is_reaped_and_its_server_stopped(archiving, 
     cleanup = AuditEvent.objects.get(action="recovery.pitr.cleanup", object_id=str(request.pk))
     assert cleanup.details["server_was_running"] is True
     assert request.result_cluster is None
-    assert AuditEvent.objects.get(action="recovery.cleanup", object_id=str(request.pk)).details["after"] == "worker died"
+    reaped = AuditEvent.objects.get(action="recovery.cleanup", object_id=str(request.pk))
+    assert reaped.details["after"] == "worker died"
     assert set(request.steps.values_list("status", flat=True)) >= {RecoveryStep.Status.FAILED}
 
     assert source_state(archiving.cluster.target()) == before  # still running, never restarted, same data
