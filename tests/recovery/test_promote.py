@@ -18,6 +18,7 @@ from portal.models import AuditEvent, ManagedCluster
 from recovery import approvals, promote, services
 from recovery.datadirs import Server
 from recovery.models import RecoveryRequest, RecoveryStep
+from tests.backups.test_files import tiny_fs  # noqa: F401 (fixture: a file system of its own)
 from tests.conftest import wait_for
 from tests.recovery.conftest import HealthWatch, run
 from tests.recovery.pitr_fixtures import labels, pitr_request
@@ -153,7 +154,7 @@ def test_a_failure_after_the_move_puts_production_back_on_its_own_data_directory
 
 
 def test_refused_when_the_recovery_failed_or_production_is_not_local_or_another_recovery_is_active(
-        archiving, scratch_cluster, dba):
+        archiving, scratch_cluster, tiny_fs, dba):  # noqa: F811
     production = archiving.cluster
     failed = pitr_request(archiving, production.created, status=RecoveryRequest.Status.FAILED,
                           destination_name="x-pitr")
@@ -181,6 +182,9 @@ def test_refused_when_the_recovery_failed_or_production_is_not_local_or_another_
         promotion(RecoveryRequest.objects.get(pk=done.pk), dba)
     busy.delete()
     with pytest.raises(ValidationError, match="copy is not running"):
+        promotion(RecoveryRequest.objects.get(pk=done.pk), dba)
+    ManagedCluster.objects.filter(pk=recovered.pk).update(data_directory=str(tiny_fs))
+    with pytest.raises(ValidationError, match="different file systems: the portal moves data directories by renaming"):
         promotion(RecoveryRequest.objects.get(pk=done.pk), dba)
     assert not RecoveryRequest.objects.filter(kind=RecoveryRequest.Kind.PROMOTE).exists()
 
