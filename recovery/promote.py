@@ -18,6 +18,7 @@ mid-way is undone the same way by the reaper (`cleanup.register`), from what the
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from django.utils import timezone
 
 from backups import walarchive, walcatalog
 from portal import audit, jobs, pg
-from portal.jobs import Reporter
+from portal.jobs import Cancelled, Reporter
 from portal.models import ManagedCluster
 from recovery import cleanup, objectives, passfile, services
 from recovery.approvals import Refused
@@ -218,8 +219,9 @@ def promote(request: RecoveryRequest, reporter: Reporter) -> None:
         with steps.run(START):
             start_production(production, swap, steps.logger(START))
         with steps.run(VERIFY):
-            verify(request, production, swap, steps.logger(VERIFY))
+            verify(request, production, swap, steps.logger(VERIFY), reporter.cancel)
         save_state(request, swap, "promoted")
+        ignore_cancel(request, reporter)
         with steps.run(RETIRE):
             retire(request, production, recovered, steps.logger(RETIRE))
     except BaseException as exc:
@@ -230,6 +232,7 @@ def promote(request: RecoveryRequest, reporter: Reporter) -> None:
     if app:
         with steps.run(services.START_STEP):
             services.start_all(app, steps.logger(services.START_STEP))
+    ignore_cancel(request, reporter)
     first = steps.first_started()
     assert first is not None and first.started is not None
     until = "the services healthy" if app else "production verified"
@@ -238,6 +241,15 @@ def promote(request: RecoveryRequest, reporter: Reporter) -> None:
     audit.record("recovery.promote", actor=request.requester or "system", obj=request, target=str(production),
                  details={"recovered_cluster": recovered.name, "before_data": str(swap.before),
                           "timeline": request.verification["promote"].get("timeline"), "rto_seconds": seconds})
+
+
+def ignore_cancel(request: RecoveryRequest, reporter: Reporter) -> None:
+    """Once production runs verified from the recovered data, a cancel would only leave the run half reported."""
+    if RecoveryRequest.objects.filter(pk=request.pk, cancel_requested=True).update(cancel_requested=False) \
+            or reporter.cancel.is_set():
+        reporter.cancel.clear()
+        reporter.log("a cancel request came after production was verified on the recovered data: the promotion "
+                     "is finished instead")
 
 
 def swap_directories(request: RecoveryRequest, steps: Steps, swap: Swap) -> None:
@@ -288,7 +300,8 @@ def start_production(production: ManagedCluster, swap: Swap, say: Say) -> None:
         f"{found['timeline']}")
 
 
-def verify(request: RecoveryRequest, production: ManagedCluster, swap: Swap, say: Say) -> None:
+def verify(request: RecoveryRequest, production: ManagedCluster, swap: Swap, say: Say,
+           cancel: threading.Event) -> None:
     state = request.verification["promote"]
     timeline = facts(production.target())["timeline"]
     if timeline <= state["production_timeline"]:
@@ -307,6 +320,8 @@ def verify(request: RecoveryRequest, production: ManagedCluster, swap: Swap, say
     wanted = [segment, f"{timeline:08X}.history"]
     deadline = time.monotonic() + ARCHIVE_TIMEOUT
     while missing := [name for name in wanted if not walarchive.stored(archive.folder, name)]:
+        if cancel.is_set():
+            raise Cancelled(f"cancelled on request while waiting for {', '.join(missing)} to be archived")
         if time.monotonic() > deadline:
             raise MoveError(f"{', '.join(missing)} not archived within {ARCHIVE_TIMEOUT} s: archiving does not work "
                             f"on the new timeline ({swap.production.log_tail()})")

@@ -20,7 +20,7 @@ from recovery.datadirs import Server
 from recovery.models import RecoveryRequest, RecoveryStep
 from tests.backups.test_files import tiny_fs  # noqa: F401 (fixture: a file system of its own)
 from tests.conftest import wait_for
-from tests.recovery.conftest import HealthWatch, run
+from tests.recovery.conftest import HealthWatch, in_thread, run
 from tests.recovery.pitr_fixtures import labels, pitr_request
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -197,9 +197,11 @@ def worker_env(monkeypatch, recovery_root: Path) -> None:
 
 @pytest.fixture
 def blocked_archive(archiving):
-    """Production's archive folder, read-only for the server's OS user: archiving fails until it is given back."""
+    """Production's archive folder; the test makes it read-only for the server's OS user (archiving fails), its
+    mode is given back afterwards."""
+    mode = archiving.folder.stat().st_mode & 0o7777
     yield archiving.folder
-    archiving.folder.chmod(0o700)
+    archiving.folder.chmod(mode)
 
 
 def test_a_worker_killed_mid_way_leaves_production_running_from_its_own_complete_data_directory(
@@ -220,7 +222,6 @@ def test_a_worker_killed_mid_way_leaves_production_running_from_its_own_complete
     assert labels(production.target()) == {"before"} and not services.healthy(api.health_url)
     os.kill(request.worker_pid, signal.SIGKILL)
     wait_for(lambda: jobs.process_start_ticks(request.worker_pid) is None, message="the worker to be gone")
-    blocked_archive.chmod(0o700)
 
     assert jobs.reap_dead_jobs() == 1
     request.refresh_from_db()
@@ -235,3 +236,53 @@ def test_a_worker_killed_mid_way_leaves_production_running_from_its_own_complete
     assert "[clean-up] production's own data directory is back" in request.log
     cleanup = AuditEvent.objects.get(action="recovery.cleanup", object_id=str(request.pk))
     assert (cleanup.outcome, cleanup.details["problems"]) == ("success", [])
+
+
+def test_a_recovered_cluster_whose_settings_were_rewritten_is_refused_before_anything_stops(
+        archiving, marked_target, recovery_root, api, dba, dba2):
+    production = archiving.cluster
+    pitr = recover(archiving, marked_target, dba)
+    request = promotion(pitr, dba)
+    approvals.approve(request, dba2)
+    with pg.connect(pitr.result_cluster.target(), autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET work_mem = '8MB'")  # rewrites postgresql.auto.conf, without its comments
+        started = conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
+    with pg.connect(production.target()) as conn:
+        production_started = conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
+
+    request = run(request)
+    assert request.status == RecoveryRequest.Status.FAILED
+    assert "no longer holds the recovery's settings block" in request.error
+    steps = dict(request.steps.values_list("name", "status"))
+    assert steps[promote.CHECK] == RecoveryStep.Status.FAILED
+    assert steps[services.STOP_STEP] == RecoveryStep.Status.SKIPPED and services.healthy(api.health_url)
+    with pg.connect(production.target()) as conn:
+        assert conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0] == production_started
+    with pg.connect(pitr.result_cluster.target()) as conn:
+        assert conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0] == started
+    assert labels(production.target()) == {"before", "after"}
+
+
+def test_a_cancel_while_archiving_is_stuck_puts_production_back(
+        archiving, marked_target, recovery_root, api, dba, dba2, blocked_archive):
+    production = archiving.cluster
+    pitr = recover(archiving, marked_target, dba)
+    request = promotion(pitr, dba)
+    approvals.approve(request, dba2)
+    blocked_archive.chmod(0o500)
+    worker = in_thread(run, request)
+    wait_for(lambda: RecoveryStep.objects.filter(request=request, name=promote.VERIFY,
+                                                 log__contains="pg_switch_wal()").exists(),
+             timeout=60, message="the promotion to wait for archiving")
+    assert labels(production.target()) == {"before"}  # the recovered data runs as production, not yet verified
+    RecoveryRequest.objects.filter(pk=request.pk).update(cancel_requested=True)
+    worker.join(timeout=90)
+    assert not worker.is_alive()
+
+    request.refresh_from_db()
+    assert request.status == RecoveryRequest.Status.CANCELLED, f"{request.error}\n{request.log}"
+    verify_log = request.steps.get(name=promote.VERIFY).log
+    assert "[roll back] stopped the server running from" in verify_log
+    assert "[roll back] the recovered cluster runs again" in verify_log
+    assert labels(production.target()) == {"before", "after"} and labels(pitr.result_cluster.target()) == {"before"}
+    assert services.healthy(api.health_url)
