@@ -152,6 +152,31 @@ def replace_keeping_owner(path: Path, text: str) -> None:
     os.replace(temp, path)
 
 
+CONFIG_FILES = ("postgresql.conf", "pg_hba.conf", "pg_ident.conf", "postgresql.auto.conf")
+
+
+def carry_config(old: Path, new: Path) -> list[str]:
+    """Production's own configuration files, as they are now, over the base backup's copies where they differ
+    (changed since the backup: an archive_command, a pg_hba line). The names of those carried over."""
+    carried = []
+    for name in CONFIG_FILES:
+        source, target = old / name, new / name
+        if not source.is_file():
+            continue
+        text = source.read_text()
+        if target.is_file() and target.read_text() == text:
+            continue
+        if not target.exists():
+            shutil.copy2(source, target)
+            if os.geteuid() == 0:
+                info = source.stat()
+                os.chown(target, info.st_uid, info.st_gid)
+        else:
+            replace_keeping_owner(target, text)
+        carried.append(name)
+    return carried
+
+
 def mark_history_for_archiving(data: Path) -> list[str]:
     """Timeline history files that were never archived (the recovered copy ran with archive_mode off) get a
     .ready status, so production's archiver pushes them: a later recovery must see the new timeline."""

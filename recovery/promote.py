@@ -38,6 +38,7 @@ from recovery.approvals import Refused
 from recovery.datadirs import (
     MoveError,
     Server,
+    carry_config,
     mark_history_for_archiving,
     pitr_block,
     put_back_settings,
@@ -275,6 +276,8 @@ def swap_directories(request: RecoveryRequest, steps: Steps, swap: Swap) -> None
         for line in strip_pitr_settings(data, swap.kept_settings):
             say(f"removed from postgresql.auto.conf: {line}")
         say(f"as the recovery wrote it, kept as {swap.kept_settings}")
+        for name in carry_config(swap.before, data):
+            say(f"{name}: production's own, as it was before the swap (the base backup's copy differed)")
         for name in mark_history_for_archiving(data):
             say(f"{name} marked for archiving (the copy ran with archive_mode off)")
 

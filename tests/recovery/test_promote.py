@@ -79,6 +79,8 @@ def test_it_makes_the_recovered_cluster_production_on_its_own_port_archiving_a_n
     recovered = pitr.result_cluster
 
     secrets = Path(recovered.passfile)
+    with open(data / "pg_hba.conf", "a") as hba:  # production's configuration changed after the base backup
+        hba.write("# INC-2211: added after the base backup\n")
     request = request_through_the_page(client, pitr, operator)
     assert request.status == RecoveryRequest.Status.REQUESTED and request.needs_approval
     assert (request.requester, request.source_recovery, request.destination_name) == (operator, pitr, production.name)
@@ -99,6 +101,8 @@ def test_it_makes_the_recovered_cluster_production_on_its_own_port_archiving_a_n
     auto = (data / "postgresql.auto.conf").read_text()
     assert "recovery_target_time" not in auto and "archive_mode = 'off'" not in auto
     assert "archive_mode = 'on'" in auto  # production's own ALTER SYSTEM settings apply again
+    assert "# INC-2211: added after the base backup" in (data / "pg_hba.conf").read_text()
+    assert "pg_hba.conf: production's own" in request.steps.get(name=promote.SETTINGS).log
     state = request.verification["promote"]
     assert state["archived"].startswith(f"{now['timeline']:08X}")
     assert walarchive.stored(archiving.folder, state["archived"])
@@ -130,8 +134,8 @@ def test_a_failure_after_the_move_puts_production_back_on_its_own_data_directory
     with pytest.raises(approvals.Refused, match="only a DBA"):
         approvals.approve(request, operator)
     approvals.approve(request, dba2)
-    with open(recovered_data / "postgresql.conf", "a") as conf:  # the running copy does not notice; a start does
-        conf.write("shared_buffers = 'plenty'\n")
+    # The running copy does not notice, nor does pg_ctl stop; a start refuses it (data of another major version).
+    (recovered_data / "PG_VERSION").write_text("14\n")
 
     request = run(request)
     assert request.status == RecoveryRequest.Status.FAILED
@@ -142,12 +146,13 @@ def test_a_failure_after_the_move_puts_production_back_on_its_own_data_directory
     assert f"[roll back] production's own data directory is back: {request.verification['promote']['before_data']}" \
         in start_log
     assert f"[roll back] production started from {data}" in start_log
-    assert "[roll back] the recovered cluster did not start again" in start_log and "plenty" in start_log
+    assert "[roll back] the recovered cluster did not start again" in start_log
+    assert "database files are incompatible with server" in request.steps.get(name=promote.START).error
 
     assert labels(production.target()) == {"before", "after"}  # its own data, the row after the target included
     assert server(production) == old
     assert not Path(request.verification["promote"]["before_data"]).exists()
-    assert (recovered_data / "PG_VERSION").exists() and "plenty" in (recovered_data / "postgresql.conf").read_text()
+    assert (recovered_data / "PG_VERSION").read_text() == "14\n"  # the recovered data back where it was
     assert "recovery_target_time" in (recovered_data / "postgresql.auto.conf").read_text()
     rollback = AuditEvent.objects.get(action="recovery.promote.rollback", object_id=str(request.pk))
     assert rollback.outcome == "success"
