@@ -91,6 +91,22 @@ def test_a_segment_whose_header_disagrees_with_its_name_is_refused(real_segments
     assert "its header says" in refused.stderr
 
 
+def test_the_first_segment_of_a_new_timeline_whose_header_names_the_old_one_is_archived(real_segments, tmp_path):
+    """After a promotion, the new timeline's first segment starts as a copy of the old timeline's: same position,
+    first page header still timeline 1. A header naming a later timeline than the file's name is refused."""
+    sysid, (first, _) = real_segments
+    archive = new_archive(tmp_path / "archive", sysid)
+    on_timeline_2 = "00000002" + first.name[8:]
+    assert run("push", first, on_timeline_2, archive).returncode == 0
+    assert walarchive.stored(archive, on_timeline_2)
+    later = bytearray(first.read_bytes())
+    later[4:8] = (3).to_bytes(4, "little")  # xlp_tli of the first page: timeline 3
+    patched = tmp_path / "patched"
+    patched.write_bytes(bytes(later))
+    refused = run("push", patched, on_timeline_2.replace("00000002", "00000001", 1), archive)
+    assert refused.returncode == 1 and "its header says timeline 3" in refused.stderr
+
+
 def test_an_archive_folder_without_its_marker_is_refused_as_not_mounted(real_segments, tmp_path):
     _, (segment, _) = real_segments
     empty = tmp_path / "mountpoint"
