@@ -386,16 +386,17 @@ def roll_back(request: RecoveryRequest, steps: Steps, app: list[services.AppServ
     steps.skip_rest()
     failed = next((step for step in steps.steps if step.status == RecoveryStep.Status.FAILED), None)
     log = steps.logger(failed.name) if failed else steps.reporter.log
-    problems = []
+    problems: list[str] = []
     request.refresh_from_db(fields=["verification"])
-    try:
-        put_back(request, lambda line: log(f"[roll back] {line}"))
-    except Exception as exc:  # the services must still be started; the problem is reported
-        problems.append(f"putting production back failed: {exc}")
-        log(f"[roll back] FAILED: {exc}")
-    rolled = audit.Outcome.FAILURE if problems else audit.Outcome.SUCCESS
-    audit.record("recovery.promote.rollback", actor="system:recovery", obj=request, target=str(request.cluster),
-                 outcome=rolled, details={"problems": problems, "state": request.verification.get("promote")})
+    if request.verification.get("promote"):  # otherwise the checks refused it: nothing was stopped
+        try:
+            put_back(request, lambda line: log(f"[roll back] {line}"))
+        except Exception as exc:  # the services must still be started; the problem is reported
+            problems.append(f"putting production back failed: {exc}")
+            log(f"[roll back] FAILED: {exc}")
+        rolled = audit.Outcome.FAILURE if problems else audit.Outcome.SUCCESS
+        audit.record("recovery.promote.rollback", actor="system:recovery", obj=request, target=str(request.cluster),
+                     outcome=rolled, details={"problems": problems, "state": request.verification["promote"]})
     if app and cleanup.services_left_stopped(request):
         with contextlib.suppress(services.ServiceError), steps.run(services.START_STEP):
             errors = services.restart_each(app, steps.logger(services.START_STEP))
