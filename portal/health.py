@@ -55,6 +55,13 @@ def wal_archives() -> dict[str, Check]:
     return {a.cluster.name: Check(*health(a)) for a in WalArchive.objects.select_related("cluster")}
 
 
+def backups() -> dict[str, Check]:
+    """Each scheduled backup policy: its newest run good, and no two scheduled runs missed."""
+    from backups.freshness import health
+
+    return {name: Check(*state) for name, state in health().items()}
+
+
 def drills() -> dict[str, Check]:
     """The newest restore drill of each drill schedule: a failed or overdue drill fails the check."""
     from recovery.drills import health
@@ -66,15 +73,17 @@ def report() -> tuple[bool, dict[str, object]]:
     checks = {"portal_database": portal_database(), "task_cluster": task_cluster()}
     clusters = {c.name: managed_cluster(c) for c in ManagedCluster.objects.all()}
     archives = wal_archives()
+    policies = backups()
     drill_checks = drills()
     healthy = all(c.ok for c in checks.values()) and all(
-        c.ok for c in [*clusters.values(), *archives.values(), *drill_checks.values()])
+        c.ok for c in [*clusters.values(), *archives.values(), *policies.values(), *drill_checks.values()])
     body = {
         "status": "ok" if healthy else "fail",
         "checked_at": timezone.now().isoformat(),
         **{name: asdict(check) for name, check in checks.items()},
         "clusters": {name: asdict(check) for name, check in clusters.items()},
         "wal_archives": {name: asdict(check) for name, check in archives.items()},
+        "backups": {name: asdict(check) for name, check in policies.items()},
         "drills": {name: asdict(check) for name, check in drill_checks.items()},
     }
     return healthy, body

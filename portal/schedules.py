@@ -45,6 +45,13 @@ def ensure(name: str, func: str, cron: str, *, args: str = "", enabled: bool = T
     return schedule
 
 
+def missed_twice(cron: str, since: datetime) -> bool:
+    """Two runs of `cron` have come and gone since `since`: one late run is a delay, two are an alert."""
+    runs = croniter(cron, timezone.localtime())
+    runs.get_prev(datetime)
+    return since < runs.get_prev(datetime)
+
+
 def remove(name: str) -> None:
     Schedule.objects.filter(name=name).delete()
 

@@ -14,16 +14,13 @@ reports the newest drill of each source as failing until a drill succeeds again.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 
-from croniter import croniter
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
-from django.utils import timezone
 from psycopg import sql
 
-from portal import audit, pg
+from portal import audit, pg, schedules
 from portal.jobs import Reporter
 from portal.models import ManagedCluster
 from recovery.models import ACTIVE_STATES, DrillSchedule, RecoveryRequest
@@ -142,15 +139,6 @@ def count_rows(target: pg.Target, databases: list[str], say: Callable[[str], Non
 
 # --- Health: the newest drill of each source.
 
-def _overdue(schedule: DrillSchedule, newest: RecoveryRequest | None) -> bool:
-    """Two scheduled runs have passed since the newest drill (or since the schedule was made)."""
-    cron = croniter(schedule.effective_cron, timezone.localtime())
-    cron.get_prev(datetime)
-    second_last = cron.get_prev(datetime)
-    since = newest.created if newest else schedule.created
-    return since < second_last
-
-
 def health() -> dict[str, tuple[bool, str]]:
     """source: kind -> (ok, detail), from each enabled schedule's newest finished drill."""
     report: dict[str, tuple[bool, str]] = {}
@@ -169,7 +157,7 @@ def _state(schedule: DrillSchedule, newest: RecoveryRequest | None) -> tuple[boo
     if newest is not None and newest.status != RecoveryRequest.Status.SUCCEEDED:
         when = f"{newest.finished:%Y-%m-%d %H:%M} UTC" if newest.finished else "?"
         return False, f"drill #{newest.pk} {newest.status} at {when}: {newest.error[:300]}"
-    if _overdue(schedule, newest):
+    if schedules.missed_twice(schedule.effective_cron, newest.created if newest else schedule.created):
         return False, f"no drill succeeded in the last two scheduled runs ({schedule.effective_cron})"
     if newest is None:
         return True, "no drill has run yet"
