@@ -14,6 +14,7 @@ from backups.models import Backup, BackupPolicy
 from portal import schedules
 from portal.templatetags.portal_format import size
 
+NBSP = "\xa0"  # filesizeformat's, for the page; monitoring reads plain text
 FINISHED = (Backup.Status.SUCCEEDED, Backup.Status.FAILED, Backup.Status.CANCELLED)
 
 
@@ -48,4 +49,4 @@ def age(backup: Backup) -> str:
 def kept(good) -> str:
     totals = good.aggregate(count=Count("pk"), bytes=Sum("size_bytes"),
                             verified=Count("pk", filter=Q(verification=Backup.Verification.VERIFIED)))
-    return f"{totals['count']} kept ({totals['verified']} verified), {size(totals['bytes'] or 0)}"
+    return f"{totals['count']} kept ({totals['verified']} verified), {size(totals['bytes'] or 0).replace(NBSP, ' ')}"

@@ -55,14 +55,23 @@ def scratch_database() -> Iterator[pg.Target]:
 @pytest.fixture
 def sample_database(embedded_cluster) -> Iterator[ManagedDatabase]:
     """A small PAWS360 sample database (scale 0.02, about 10 MB) on the embedded cluster, registered as a
-    managed production database; dropped afterwards."""
+    managed production database; dropped afterwards, with any database named after it (the one a complete
+    restore replaced, kept as <name>_before_<time>)."""
     name = f"paws360_test_{uuid.uuid4().hex[:10]}"
     sample.build(embedded.target(name), 0.02)
     database = ManagedDatabase.objects.create(cluster=embedded_cluster, name=name)
     try:
         yield database
     finally:
-        sample.drop(embedded.target(name))
+        drop_named_after(name)
+
+
+def drop_named_after(name: str) -> None:
+    with pg.connect(embedded.target(), purpose="test-cleanup") as conn:
+        names = [row[0] for row in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                                                [f"{name}%"]).fetchall()]
+    for leftover in names:
+        sample.drop(embedded.target(leftover))
 
 
 def make_user(username: str, role: str | None) -> User:

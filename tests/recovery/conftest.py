@@ -23,6 +23,7 @@ from recovery.models import RecoveryRequest
 from recovery.perform import perform
 from tests.backups.conftest import backup_root, logical_policy, run_now  # noqa: F401 (fixtures)
 from tests.clusters import free_port
+from tests.conftest import drop_named_after
 from tests.recovery.pitr_fixtures import archiving, base_policy, marked_target, recovery_root  # noqa: F401
 
 STANDIN = str(Path(__file__).with_name("standin_api.py"))
@@ -45,9 +46,7 @@ def larger_sample(embedded_cluster) -> Iterator[ManagedDatabase]:
     try:
         yield ManagedDatabase.objects.create(cluster=embedded_cluster, name=name)
     finally:
-        for (leftover,) in query(embedded.target(), "SELECT datname FROM pg_database WHERE datname LIKE %s",
-                                 [f"{name}%"]):
-            sample.drop(embedded.target(leftover))
+        drop_named_after(name)
 
 
 @pytest.fixture
