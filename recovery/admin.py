@@ -23,7 +23,7 @@ from portal import audit
 from portal import progress as job_progress
 from recovery import approvals, objectives, services
 from recovery.forms import RecoveryRequestForm
-from recovery.models import Approval, RecoveryRequest
+from recovery.models import Approval, DrillSchedule, RecoveryRequest
 from recovery.progress import duration, progress_data, step_data
 
 REQUEST_PERMISSION = "portal.request_recovery"
@@ -248,7 +248,8 @@ class RecoveryRequestAdmin(admin.ModelAdmin):
     @admin.display(description="To")
     def destination_display(self, obj: RecoveryRequest) -> str:
         if obj.kind == RecoveryRequest.Kind.DRILL:
-            return "a scratch database, dropped afterwards"
+            scratch = "cluster" if obj.drill_kind == DrillSchedule.Kind.PITR else "database"
+            return f"a scratch {scratch}, removed afterwards"
         if obj.kind == RecoveryRequest.Kind.PROMOTE:
             return f"Replace production: the data directory of cluster {obj.cluster}"
         name = f" ({obj.destination_name})" if obj.destination_name else ""
@@ -304,8 +305,14 @@ class RecoveryRequestAdmin(admin.ModelAdmin):
         if not obj.verification:
             return "—"
         return render_to_string("admin/recovery/recoveryrequest/verification.html",
-                                {"v": obj.verification, "tables": obj.verification.get("tables", {})})
+                                {"v": obj.verification, "tables": obj.verification.get("tables", {}),
+                                 "databases": database_totals(obj.verification.get("database_counts", {}))})
 
     @admin.display(description="Log")
     def log_display(self, obj: RecoveryRequest) -> str:
         return format_html('<pre class="recovery-log">{}</pre>', obj.log or "—")
+
+
+def database_totals(counts: dict[str, dict[str, int]]) -> list[tuple[str, int, int]]:
+    """A recovered cluster's counts (database -> table -> rows) as (database, tables, rows)."""
+    return [(name, len(tables), sum(tables.values())) for name, tables in counts.items()]

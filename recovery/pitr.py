@@ -428,7 +428,7 @@ def verify(build: Build) -> None:
     for database in build.source.databases.filter(name__in=list(build.facts["databases"])):
         counts = runbook_counts(build.target(database.name))
         if counts:
-            build.facts.setdefault("row_counts", {})[database.name] = counts
+            build.facts.setdefault("database_counts", {})[database.name] = counts
             say(f"{database.name}: " + ", ".join(f"{table} {count}" for table, count in counts.items()))
     objectives(build)
     save_outcome(build)
@@ -555,7 +555,7 @@ def check_scratch(build: Build) -> None:
     record_reached(build)
     build.facts.update(server_facts(build))
     build.facts["amcheck"] = drills.amcheck(build.target(), say)
-    build.facts["row_counts"] = drills.count_rows(build.target(), list(build.facts["databases"]), say)
+    build.facts["database_counts"] = drills.count_rows(build.target(), list(build.facts["databases"]), say)
     objectives(build)
     save_outcome(build)
 

@@ -41,7 +41,7 @@ def test_a_scheduled_pitr_drill_recovers_into_scratch_checks_measures_and_remove
     assert set(drill.steps.values_list("status", flat=True)) == {RecoveryStep.Status.SUCCEEDED}
     checks = drill.verification
     assert checks["amcheck"]["ok"] is True
-    assert checks["row_counts"]["postgres"]["public.markers"] >= 1
+    assert checks["database_counts"]["postgres"]["public.markers"] >= 1
     assert 0 < drill.rto_seconds < 600 and checks["rto_met"] is True and checks["rto_objective_seconds"] == 14400
     assert drill.target_time and drill.rpo_seconds is not None
     assert not Path(drill.work_directory).exists()  # the scratch cluster is stopped and gone

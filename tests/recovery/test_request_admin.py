@@ -235,3 +235,20 @@ def test_a_destination_beside_production_must_be_a_new_plain_name(client, sample
     answer = post(client, operator, ADD, form(sample_database, destination_name=name or sample_database.name))
     assert error in answer.context["adminform"].form.errors["destination_name"][0]
     assert not RecoveryRequest.objects.exists()
+
+
+def test_a_point_in_time_drill_shows_what_it_counted_on_the_recovered_cluster(client, embedded_cluster, auditor):
+    drill = RecoveryRequest.objects.create(
+        kind=RecoveryRequest.Kind.DRILL, drill_kind="pitr", cluster=embedded_cluster, reason="weekly",
+        status=RecoveryRequest.Status.SUCCEEDED, rto_seconds=20.9,
+        verification={"timeline": 2, "amcheck": {"ok": True, "seconds": 0.4},
+                      "database_counts": {"paws360": {"paws360.users": 15000, "paws360.students": 13500}}})
+    client.force_login(auditor)
+
+    text = client.get(page(drill.pk)).content.decode()
+
+    assert "a scratch cluster, removed afterwards" in text
+    assert "The recovered cluster, on timeline 2: exact row counts of\n  every table, read on it." in text
+    assert re.search(r"<td>paws360</td><td class=\"num\">2</td><td class=\"num\">28,500</td>", text)
+    assert "in the tables and B-tree indexes of every database" in text
+    assert ">match<" not in text, "nothing was compared with a manifest"
