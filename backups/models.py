@@ -331,10 +331,11 @@ class WalArchive(models.Model):
     class Compression(models.TextChoices):
         NONE = "none", "None"
         ZSTD = "zstd", "zstd (level 1)"
+        AUTO = "auto", "zstd for segments a switch ended early, full ones as they are"
 
     cluster = models.OneToOneField(ManagedCluster, on_delete=models.PROTECT, related_name="wal_archive")
     path = models.CharField(max_length=500, help_text="The archive folder, on the cluster's host.")
-    compression = models.CharField(max_length=8, choices=Compression, default=Compression.ZSTD)
+    compression = models.CharField(max_length=8, choices=Compression, default=Compression.AUTO)
     archive_timeout = models.PositiveIntegerField(default=60, help_text="Seconds: a segment is archived at least "
                                                   "this often when there was any write.")
     retention_days = models.PositiveIntegerField(default=7, validators=[MinValueValidator(1)])

@@ -53,8 +53,8 @@ def _program() -> list[str]:
 
 def archive_command(archive: WalArchive) -> str:
     parts = [*_program(), "push", "%p", "%f", _quote(archive.folder)]
-    if archive.compression == WalArchive.Compression.ZSTD:
-        parts.append("--compress=zstd")
+    if archive.compression != WalArchive.Compression.NONE:
+        parts.append(f"--compress={archive.compression}")
     return " ".join(parts)
 
 

@@ -4,8 +4,8 @@
 
 Real segments: a scratch cluster builds the sample database (scale 4) with a plain `cp` archive_command, so
 its archive holds full segments of real WAL. Each segment is then archived into a folder on the same disk
-three ways, each a fresh process as PostgreSQL would start it: `cp SRC DST && sync DST`, walarchive.py push
-(no compression), walarchive.py push --compress=zstd.
+four ways, each a fresh process as PostgreSQL would start it: `cp SRC DST && sync DST`, walarchive.py push
+(no compression), push --compress=zstd and push --compress=auto (the default: full segments as they are).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def main(count: int) -> None:
     work.chmod(0o755)  # the cluster (postgres) writes into it
     try:
         sysid, segments = real_segments(count, work)
-        results: dict[str, list[float]] = {"cp + sync": [], "push": [], "push zstd": []}
+        results: dict[str, list[float]] = {"cp + sync": [], "push": [], "push zstd": [], "push auto": []}
         sizes = []
         for mode in results:
             dest = work / mode.replace(" ", "_").replace("+", "")
@@ -71,7 +71,7 @@ def main(count: int) -> None:
                     argv = ["sh", "-c", f"cp {segment} {dest}/{segment.name} && sync {dest}/{segment.name}"]
                 else:
                     argv = ["/usr/bin/python3", "-I", "-S", PROGRAM, "push", str(segment), segment.name, str(dest)]
-                    argv += ["--compress=zstd"] if mode == "push zstd" else []
+                    argv += {"push zstd": ["--compress=zstd"], "push auto": ["--compress=auto"]}.get(mode, [])
                 times.append(timed(argv))
             sizes.append((work / "push_zstd" / (segment.name + ".zst")).stat().st_size)
         base = statistics.median(results["cp + sync"])
@@ -82,6 +82,8 @@ def main(count: int) -> None:
                   f"overhead vs cp+sync {1000 * (med - base):+6.1f} ms  ratio {med / base:.2f}")
         print(f"  zstd: {statistics.mean(sizes) / 2**20:.2f} MB per segment on average "
               f"({16 * 2**20 / statistics.mean(sizes):.1f}x smaller)")
+        compressed = len(list((work / "push_auto").glob("*.zst")))
+        print(f"  auto: {compressed} of {len(segments)} segments compressed (a switch ended them early)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -160,7 +160,7 @@ WAL_ARCHIVE_ROOT = _path("WAL_ARCHIVE_ROOT", BACKUP_ROOT / "wal")
 # -I -S, a pyenv shim takes 100 ms) and a copy of backups/walarchive.py that user can read.
 WAL_ARCHIVE_PYTHON = env("WAL_ARCHIVE_PYTHON", default="/usr/bin/python3")
 WAL_ARCHIVE_PROGRAM = _path("WAL_ARCHIVE_PROGRAM", BASE_DIR / "backups" / "walarchive.py")
-WAL_ARCHIVE_COMPRESSION = env("WAL_ARCHIVE_COMPRESSION", default="zstd")
+WAL_ARCHIVE_COMPRESSION = env("WAL_ARCHIVE_COMPRESSION", default="auto")
 WAL_ARCHIVE_TIMEOUT = env.int("WAL_ARCHIVE_TIMEOUT", default=60)
 WAL_RETENTION_DAYS = env.int("WAL_RETENTION_DAYS", default=7)
 # Archiver samples (the achieved RPO over time) are kept this long.

@@ -47,6 +47,24 @@ def test_it_archives_a_segment_and_fetches_the_same_bytes_back(real_segments, tm
     assert fetched.read_bytes() == segment.read_bytes()
 
 
+def test_auto_compresses_a_segment_a_switch_ended_early_and_keeps_a_full_one_as_it_is(real_segments, tmp_path):
+    sysid, (switched, _) = real_segments
+    (tmp_path / "full").mkdir()
+    full = tmp_path / "full" / switched.name
+    written = bytearray(switched.read_bytes())
+    written[-100:] = b"\x5a" * 100  # the last page holds WAL: the segment was filled, not switched
+    full.write_bytes(bytes(written))
+    for label, segment, stored_as in (("switched", switched, switched.name + ".zst"), ("full", full, full.name)):
+        archive = new_archive(tmp_path / f"archive-{label}", sysid)
+        done = run("push", segment, segment.name, archive, "--compress=auto")
+        assert done.returncode == 0, done.stderr
+        assert (archive / stored_as).is_file()
+        fetched = tmp_path / f"RECOVERYXLOG-{label}"
+        assert run("fetch", segment.name, fetched, archive).returncode == 0
+        assert fetched.read_bytes() == segment.read_bytes()
+    assert (tmp_path / "archive-switched" / (switched.name + ".zst")).stat().st_size < switched.stat().st_size // 4
+
+
 @pytest.mark.parametrize("compress", ["", "--compress=zstd"])
 def test_the_same_segment_twice_with_the_same_bytes_is_success(real_segments, tmp_path, compress):
     sysid, (segment, _) = real_segments
