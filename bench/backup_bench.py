@@ -94,10 +94,12 @@ def median(values: list[float]) -> float:
 def compare_dump(label: str, policy: BackupPolicy, raw_args: list[str], dbname: str, root: Path, repeat: int,
                  work: Path) -> dict:
     portal, raw = [], []
-    for _ in range(repeat):
+    for round_ in range(repeat):  # alternating which side goes first, so neither always follows the other
         clear(root)
-        raw.append(raw_dump(raw_args, dbname, work / "raw"))
-        portal.append(portal_run(policy, root))
+        sides = [lambda: raw.append(raw_dump(raw_args, dbname, work / "raw")),
+                 lambda: portal.append(portal_run(policy, root))]
+        for side in sides if round_ % 2 == 0 else reversed(sides):
+            side()
     p_time, r_time = median([p["seconds"] for p in portal]), median([r[0] for r in raw])
     row = {"label": label, "portal_s": p_time, "raw_s": r_time, "ratio": p_time / r_time,
            "portal_size": portal[-1]["size"], "raw_size": raw[-1][1],
@@ -160,9 +162,11 @@ def main() -> None:
         clear(root)
         backup = portal_run(default, root)
         checks, raws = [], []
-        for _ in range(args.repeat):
-            checks.append(child(["--verify-only", str(backup["backup"])], root))
-            raws.append(raw_restore(Path(backup["path"]), dbname, jobs=2))
+        for round_ in range(args.repeat):
+            sides = [lambda: checks.append(child(["--verify-only", str(backup["backup"])], root)),
+                     lambda: raws.append(raw_restore(Path(backup["path"]), dbname, jobs=2))]
+            for side in sides if round_ % 2 == 0 else reversed(sides):
+                side()
         p_s, r_s = median([c["verify_seconds"] for c in checks]), median(raws)
         print(f"portal verification {p_s:7.2f}s (verified: {all(c['verified'] for c in checks)})  "
               f"raw restore {r_s:7.2f}s  ratio {p_s / r_s:.3f}  (portal "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from backups import dump, files
@@ -60,6 +62,20 @@ def test_the_row_counts_and_the_dump_see_the_same_snapshot(sample_database):
     assert counted == len(copy_rows) == before
     with pg.connect(target) as conn:
         assert conn.execute("SELECT count(*) FROM paws360.courses").fetchone()[0] == before + 5
+
+
+def test_the_counting_waits_until_a_parallel_dump_leaves_one_of_its_jobs_idle(sample_database):
+    with pg.connect(sample_database.target()) as conn, ThreadPoolExecutor(max_workers=1) as pool:
+        tables = dump.user_tables(conn)
+        counter = dump.IdleCoreCounter(pool, conn, tables, jobs=2)
+        for item in range(len(tables) - 2):  # two tables left, both being dumped
+            counter.on_line(f"pg_dump: finished item {item} TABLE DATA t{item}")
+            counter.on_line(f'pg_dump: dumping contents of table "paws360.t{item}"')
+        assert not counter.started
+        counter.on_line("pg_dump: finished item 99 TABLE DATA courses")  # one table left: a job is idle
+        assert counter.started
+        assert counter.result() == dump.count_rows(conn, tables)
+        assert dump.IdleCoreCounter(pool, conn, tables, jobs=1).started  # custom format: beside pg_dump at once
 
 
 @pytest.mark.parametrize("compression", [1, 6])
