@@ -174,6 +174,11 @@ def backup_stamp(backup: Backup) -> str:
     return f"{timezone.now():%Y%m%dT%H%M%SZ}_{backup.pk}"
 
 
+def globals_name(backup: Backup) -> str:
+    """`<database>_<stamp>.globals.sql[.age]`, beside the dump `<database>_<stamp>.dump[.d][.age]`."""
+    return backup.name[:backup.name.rindex(".dump")] + ".globals.sql" + (crypto.SUFFIX if backup.encrypted else "")
+
+
 def backup_folder(backup: Backup) -> Path:
     assert backup.database is not None
     return Path("logical") / backup.cluster.name / backup.database.name
@@ -342,7 +347,7 @@ def take_logical_backup(backup: Backup, reporter: Reporter) -> None:
     backup.path = str(backup_folder(backup) / backup.name)
     root = policy.primary_root()
     final = root / backup.path
-    globals_file = root / backup_folder(backup) / f"{target.dbname}_{stamp}.globals.sql{encrypted}"
+    globals_file = final.with_name(globals_name(backup))
     for path in (final, globals_file):
         if path.exists():
             raise BackupError(f"{path} exists already: a backup is never written over another")

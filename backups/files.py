@@ -50,6 +50,22 @@ def temp_name(final: Path) -> Path:
     return final.with_name(f"{TEMP_PREFIX}{final.name}")
 
 
+def remove_temps(final: Path, *siblings: str) -> list[Path]:
+    """The temporary files or folders of `final` and of its siblings (names in the same folder) that a dead run
+    left behind: what it removed."""
+    removed = []
+    for name in (final.name, *siblings):
+        temp = temp_name(final.with_name(name))
+        if temp.is_dir():
+            shutil.rmtree(temp)
+        elif temp.exists():
+            temp.unlink()
+        else:
+            continue
+        removed.append(temp)
+    return removed
+
+
 @contextmanager
 def atomic_file(final: Path) -> Iterator[HashingWriter]:
     """Write `final` whole or not at all. Yields a HashingWriter; its size and sha256 describe the file."""

@@ -11,6 +11,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from portal import audit
 from portal.jobs import Job
 from portal.models import ManagedCluster, ManagedDatabase
 from portal.schedules import validate_cron
@@ -259,6 +260,17 @@ class Backup(Job):
         cluster globals. Copied and deleted with the backup."""
         extra = self.manifest.get("globals") or {}
         return [(extra["path"], extra["sha256"])] if extra.get("path") else []
+
+    def on_reaped(self) -> None:
+        """The half-written files of the dead run (its programs were ended first): nothing under a final name
+        was written, so only the temporary ones go. The audit event names them."""
+        from backups import dump, files  # both import this module
+
+        if not self.path:
+            return
+        siblings = [dump.globals_name(self)] if self.kind == BackupPolicy.Kind.LOGICAL else []
+        removed = files.remove_temps(self.local_path, *siblings)
+        audit.record("backup.cleanup", obj=self, details={"removed": [str(p) for p in removed]})
 
 
 class ConfigFileVersion(models.Model):

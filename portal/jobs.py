@@ -3,7 +3,8 @@
 A view creates the row `queued` and queues a task with its primary key on commit. The task calls
 `run_job()`, which claims the row with a conditional update (`queued -> running`): a second delivery of
 the same task finds it claimed and does nothing. A worker that died leaves a `running` row that
-`reap_dead_jobs()` marks `failed` with the reason.
+`reap_dead_jobs()` marks `failed` with the reason, ends the programs it left running (`portal.orphans`) and
+calls the row's `on_reaped()` to undo the rest.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from django.db import connection, models
 from django.db.models.functions import Concat
 from django.utils import timezone
 
-from portal import audit
+from portal import audit, orphans
 
 log = logging.getLogger(__name__)
 HOST = socket.gethostname()
@@ -206,7 +207,7 @@ def run_job(model: type[JobT], pk: int, work: Callable[[JobT, Reporter], None]) 
     actor = job.triggered_by or "system"
     audit.record(f"{job.audit_action}.start", actor=actor, obj=job, outcome=audit.Outcome.STARTED)
     try:
-        with reporting(job) as reporter:
+        with orphans.tagged(job), reporting(job) as reporter:
             work(job, reporter)
             if reporter.cancel.is_set():
                 raise Cancelled("cancelled on request")
@@ -235,8 +236,9 @@ def reap_dead_jobs() -> int:
         for job in model.objects.filter(status=Job.Status.RUNNING):
             reason = job.worker_is_dead()
             if reason and job.finish(Job.Status.FAILED, f"reaped: {reason}"):
+                ended = orphans.end(job)  # before the clean-up: nothing may still be writing
                 audit.record(f"{job.audit_action}.reaped", obj=job, outcome=audit.Outcome.FAILURE,
-                             details={"reason": reason})
+                             details={"reason": reason, "programs_ended": ended})
                 reaped += 1
                 try:
                     job.on_reaped()

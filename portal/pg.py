@@ -24,6 +24,8 @@ from typing import IO
 import psycopg
 from django.conf import settings
 
+from portal import orphans
+
 STDERR_TAIL_LINES = 200
 READ_CHUNK = 1024 * 1024
 KILL_GRACE_SECONDS = 5.0
@@ -145,6 +147,13 @@ def child_env(target: Target | None, extra: dict[str, str] | None = None) -> dic
     return env
 
 
+def _environment(program: str, target: Target | None, extra: dict[str, str] | None) -> dict[str, str]:
+    env = child_env(target, extra)
+    if program == "pg_ctl":  # a server outlives the job that started it, on purpose: not one of its programs
+        env.pop(orphans.TAG, None)
+    return env
+
+
 def _demote(run_as: str | None) -> dict[str, object]:
     """Popen arguments that run the child as another OS user (PostgreSQL refuses to run as root)."""
     if not run_as or os.geteuid() != 0 or run_as == pwd.getpwuid(os.geteuid()).pw_name:
@@ -185,7 +194,7 @@ def run(
             stdin=subprocess.PIPE if isinstance(stdin, bytes) else (stdin or subprocess.DEVNULL),
             stdout=subprocess.PIPE if (stdout_sink or capture_stdout) else subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            env=child_env(target, env),
+            env=_environment(program, target, env),
             cwd=cwd,
             start_new_session=True,
             **_demote(run_as),  # type: ignore[arg-type]

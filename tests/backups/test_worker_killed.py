@@ -1,0 +1,60 @@
+"""The worker killed (SIGKILL) while pg_dump runs: pg_dump leads a session of its own and outlives it, still
+writing. The reaper fails the backup, ends that pg_dump and removes what it had half written."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from pathlib import Path
+
+import pytest
+
+from backups import runs
+from backups.models import Backup
+from portal import jobs, pg
+from portal.models import AuditEvent
+from tests.backups.conftest import leftovers
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def started_pg_dump(backup: Backup) -> int:
+    backup.refresh_from_db()
+    match = re.search(r"pg_dump started \(pid (\d+)\)", backup.log)
+    return int(match.group(1)) if match else 0
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's exit status waits for whichever process adopted it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_worker_killed_mid_dump_leaves_no_program_running_and_no_partial_file(
+        logical_policy, backup_root, qcluster):
+    with pg.connect(logical_policy.database.target()) as blocker, blocker.transaction():
+        # pg_dump waits for this lock with its output folder open: it is mid-run for as long as the test needs.
+        blocker.execute("LOCK TABLE paws360.courses IN ACCESS EXCLUSIVE MODE")
+        backup = runs.queue(logical_policy, actor="tester", via="test")
+        dump_pid = wait_for(lambda: started_pg_dump(backup), timeout=60, message="pg_dump to start in the worker")
+        wait_for(lambda: leftovers(backup_root), message="pg_dump's temporary folder")
+        backup.refresh_from_db()
+        os.kill(backup.worker_pid, signal.SIGKILL)
+        wait_for(lambda: jobs.process_start_ticks(backup.worker_pid) is None, message="the worker to be gone")
+        assert running(dump_pid), "pg_dump outlives the worker"
+
+        assert jobs.reap_dead_jobs() == 1
+
+        assert not running(dump_pid), f"the reaper ended pg_dump: {Path(f'/proc/{dump_pid}/stat').read_text()}"
+        assert leftovers(backup_root) == []
+        backup.refresh_from_db()
+        assert backup.status == Backup.Status.FAILED and backup.error.startswith("reaped: worker process")
+        reaped = AuditEvent.objects.get(action="backup.reaped", object_id=str(backup.pk))
+        assert dump_pid in reaped.details["programs_ended"]
+        cleanup = AuditEvent.objects.get(action="backup.cleanup", object_id=str(backup.pk))
+        assert [p.rsplit("/", 1)[1] for p in cleanup.details["removed"]] == [f".partial-{backup.name}"]
