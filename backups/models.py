@@ -262,15 +262,17 @@ class Backup(Job):
         return [(extra["path"], extra["sha256"])] if extra.get("path") else []
 
     def on_reaped(self) -> None:
-        """The half-written files of the dead run (its programs were ended first): nothing under a final name
-        was written, so only the temporary ones go. The audit event names them."""
-        from backups import dump, files  # both import this module
+        """What the dead run left half done (its programs were ended first): its temporary files, and the scratch
+        database of a verification it was running. A dump it had finished stays under its final name, in the
+        catalogue as a failed run. The audit event names what went."""
+        from backups import dump, files, verify  # they import this module
 
         if not self.path:
             return
-        siblings = [dump.globals_name(self)] if self.kind == BackupPolicy.Kind.LOGICAL else []
-        removed = files.remove_temps(self.local_path, *siblings)
-        audit.record("backup.cleanup", obj=self, details={"removed": [str(p) for p in removed]})
+        logical = self.kind == BackupPolicy.Kind.LOGICAL
+        removed = files.remove_temps(self.local_path, *([dump.globals_name(self)] if logical else []))
+        dropped = verify.drop_scratch_of(self) if logical else []
+        audit.record("backup.cleanup", obj=self, details={"removed": [str(p) for p in removed], "dropped": dropped})
 
 
 class ConfigFileVersion(models.Model):

@@ -9,6 +9,7 @@ comparing it with the checksum manifest. The backup is leased while it is verifi
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -51,6 +52,18 @@ def restored_counts(target: pg.Target) -> dict[str, int]:
 
 def scratch_name(backup: Backup) -> str:
     return f"{SCRATCH_PREFIX}{backup.pk}_{secrets.token_hex(4)}"
+
+
+def drop_scratch_of(backup: Backup) -> list[str]:
+    """The scratch databases a dead run's verification of `backup` left behind, dropped: their names."""
+    assert backup.database is not None
+    mine = re.compile(rf"{SCRATCH_PREFIX}{backup.pk}_[0-9a-f]{{8}}")
+    with connect_or_fail(backup.database.target(), purpose="verify") as conn:
+        names = [name for (name,) in conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
+                                                  [SCRATCH_PREFIX]) if mine.fullmatch(name)]
+        for name in names:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    return names
 
 
 def verify_logical(backup: Backup, reporter: Reporter) -> str:

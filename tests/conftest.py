@@ -66,6 +66,18 @@ def sample_database(embedded_cluster) -> Iterator[ManagedDatabase]:
         drop_named_after(name)
 
 
+@pytest.fixture
+def larger_sample(embedded_cluster) -> Iterator[ManagedDatabase]:
+    """The sample at scale 1 (about 68 MB): its restore takes a few seconds, long enough to watch or to kill.
+    Dropped afterwards, with any database named after it (the one a complete restore replaced)."""
+    name = f"paws360_big_{uuid.uuid4().hex[:8]}"
+    sample.build(embedded.target(name), 1)
+    try:
+        yield ManagedDatabase.objects.create(cluster=embedded_cluster, name=name)
+    finally:
+        drop_named_after(name)
+
+
 def drop_named_after(name: str) -> None:
     with pg.connect(embedded.target(), purpose="test-cleanup") as conn:
         names = [row[0] for row in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",

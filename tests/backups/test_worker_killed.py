@@ -1,5 +1,6 @@
-"""The worker killed (SIGKILL) while pg_dump runs: pg_dump leads a session of its own and outlives it, still
-writing. The reaper fails the backup, ends that pg_dump and removes what it had half written."""
+"""The worker killed (SIGKILL) mid-backup: the programs it started lead sessions of their own and outlive it,
+still writing. The reaper fails the backup, ends them and removes what they had half done: the dump's temporary
+folder, the verification's scratch database."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from backups import runs
-from backups.models import Backup
+from backups import runs, verify
+from backups.models import Backup, BackupPolicy
 from portal import jobs, pg
 from portal.models import AuditEvent
 from tests.backups.conftest import leftovers
@@ -58,3 +59,29 @@ def test_a_worker_killed_mid_dump_leaves_no_program_running_and_no_partial_file(
         assert dump_pid in reaped.details["programs_ended"]
         cleanup = AuditEvent.objects.get(action="backup.cleanup", object_id=str(backup.pk))
         assert [p.rsplit("/", 1)[1] for p in cleanup.details["removed"]] == [f".partial-{backup.name}"]
+
+
+def scratch_databases(database) -> list[str]:
+    with pg.connect(database.target()) as conn:
+        return [name for (name,) in conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
+                                                 [verify.SCRATCH_PREFIX])]
+
+
+def test_a_worker_killed_mid_verification_leaves_no_scratch_database(larger_sample, backup_root, qcluster):
+    policy = BackupPolicy.objects.create(name="paws360 full", kind="logical", cluster=larger_sample.cluster,
+                                         database=larger_sample)
+    backup = runs.queue(policy, actor="tester", via="test")
+    (scratch,) = wait_for(lambda: scratch_databases(larger_sample), timeout=120, interval=0.05,
+                          message="the verification's scratch database")
+    backup.refresh_from_db()
+    os.kill(backup.worker_pid, signal.SIGKILL)  # pg_restore into the scratch database takes seconds here
+    wait_for(lambda: jobs.process_start_ticks(backup.worker_pid) is None, message="the worker to be gone")
+    assert scratch_databases(larger_sample) == [scratch], "the dead verification's scratch database is left"
+
+    assert jobs.reap_dead_jobs() == 1
+
+    assert scratch_databases(larger_sample) == []
+    backup.refresh_from_db()
+    assert backup.status == Backup.Status.FAILED and backup.verification != Backup.Verification.VERIFIED
+    cleanup = AuditEvent.objects.get(action="backup.cleanup", object_id=str(backup.pk))
+    assert cleanup.details["dropped"] == [scratch]

@@ -7,7 +7,6 @@ import json
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from django.db import connections
 
 from backups.models import Backup
-from portal import embedded, pg, sample
+from portal import pg
 from portal.jobs import run_job
 from portal.models import ManagedDatabase
 from recovery import approvals, services
@@ -23,7 +22,6 @@ from recovery.models import RecoveryRequest
 from recovery.perform import perform
 from tests.backups.conftest import backup_root, logical_policy, run_now  # noqa: F401 (fixtures)
 from tests.clusters import free_port
-from tests.conftest import drop_named_after
 from tests.recovery.pitr_fixtures import archiving, base_policy, marked_target, recovery_root  # noqa: F401
 
 STANDIN = str(Path(__file__).with_name("standin_api.py"))
@@ -35,18 +33,6 @@ def good_backup(logical_policy) -> Backup:  # noqa: F811
     backup = run_now(logical_policy)
     assert (backup.status, backup.verification) == ("succeeded", "verified"), backup.error
     return backup
-
-
-@pytest.fixture
-def larger_sample(embedded_cluster) -> Iterator[ManagedDatabase]:
-    """The sample at scale 1 (about 68 MB): its restore takes a few seconds, long enough to watch or to kill.
-    Dropped afterwards, with any database named after it (the one a complete restore replaced)."""
-    name = f"paws360_big_{uuid.uuid4().hex[:8]}"
-    sample.build(embedded.target(name), 1)
-    try:
-        yield ManagedDatabase.objects.create(cluster=embedded_cluster, name=name)
-    finally:
-        drop_named_after(name)
 
 
 @pytest.fixture
