@@ -69,6 +69,15 @@ def drills() -> dict[str, Check]:
     return {name: Check(*state) for name, state in health().items()}
 
 
+def monitoring() -> list[tuple[str, str, Check]]:
+    """The runbook's monitoring checks as (area, name, check), for the dashboard: the task queue, each WAL
+    archive, scheduled backup policy and drill schedule (the clusters have their own table there)."""
+    rows = [("Task queue", "django-q2", task_cluster())]
+    for area, checks in (("WAL archive", wal_archives()), ("Backups", backups()), ("Drills", drills())):
+        rows += [(area, name, check) for name, check in checks.items()]
+    return rows
+
+
 def report() -> tuple[bool, dict[str, object]]:
     checks = {"portal_database": portal_database(), "task_cluster": task_cluster()}
     clusters = {c.name: managed_cluster(c) for c in ManagedCluster.objects.all()}

@@ -24,5 +24,6 @@ def health(request: HttpRequest) -> JsonResponse:
 def dashboard(request: HttpRequest) -> HttpResponse:
     targets.refresh_stale()
     clusters = ManagedCluster.objects.prefetch_related("databases")
-    context = {**admin.site.each_context(request), "title": "Dashboard", "clusters": clusters}
+    context = {**admin.site.each_context(request), "title": "Dashboard", "clusters": clusters,
+               "checks": health_checks.monitoring()}
     return render(request, "portal/dashboard.html", context)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
+from backups.models import Backup, BackupPolicy
 from tests.e2e.conftest import login, screenshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -26,3 +27,17 @@ def test_the_admin_lists_clusters_with_live_status(page, live_server, auditor, e
     row = page.locator("#result_list tbody tr", has_text="embedded")
     expect(row.locator(".status")).to_have_text("reachable")
     screenshot(page, "clusters-admin")
+
+
+def test_the_dashboard_shows_the_runbooks_checks_with_a_failing_backup_policy(page, live_server, operator,
+                                                                              sample_database):
+    policy = BackupPolicy.objects.create(name="paws360 nightly", kind="logical", cluster=sample_database.cluster,
+                                         database=sample_database)
+    Backup.objects.create(policy=policy, kind=policy.kind, cluster=policy.cluster, database=sample_database,
+                          status=Backup.Status.FAILED, error="pg_dump: could not write: No space left on device")
+    login(page, live_server.url, operator.username)
+    failing = page.locator("#checks tr.check[data-area=Backups][data-name='paws360 nightly']")
+    expect(failing.locator(".status")).to_have_text("failing")
+    expect(failing).to_contain_text("No space left on device")
+    expect(page.locator("#checks tr.check[data-area='Task queue'] .status")).to_have_text("failing")  # no worker
+    screenshot(page, "dashboard-monitoring")
