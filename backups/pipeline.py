@@ -30,6 +30,11 @@ TAKERS: dict[str, str] = {
 }
 
 
+# Reasons a backup must not start now, from other apps' work on its cluster (a promotion swapping data
+# directories registers one): each returns the reason, or "".
+HOLDS: list[Callable[[Backup], str]] = []
+
+
 class BackupFailed(Exception):
     pass
 
@@ -44,6 +49,9 @@ def taker(kind: str) -> Take:
 def perform(backup: Backup, reporter: Reporter) -> None:
     """The work of one backup job (`portal.jobs.run_job` records its outcome)."""
     take = taker(backup.kind)
+    for hold in HOLDS:
+        if reason := hold(backup):
+            raise BackupFailed(f"not taken: {reason}")
     verify_now = backup.policy.is_verification_due()
     take(backup, reporter)
     if reporter.cancel.is_set():

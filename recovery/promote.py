@@ -29,7 +29,8 @@ from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.utils import timezone
 
-from backups import walarchive, walcatalog
+from backups import pipeline, walarchive, walcatalog
+from backups.models import Backup
 from portal import audit, jobs, pg
 from portal.jobs import Cancelled, Reporter
 from portal.models import ManagedCluster
@@ -174,8 +175,26 @@ def facts(target: pg.Target) -> dict[str, object]:
             "timeline": int(wal[:8], 16)}
 
 
+def no_backup_running(*clusters: ManagedCluster) -> None:
+    """Refused while a backup of either cluster is queued or running: stopping its server would fail it. From
+    the moment the promotion runs, `backups_held` keeps new ones from starting."""
+    busy = Backup.objects.filter(cluster__in=clusters, status__in=[Backup.Status.QUEUED, Backup.Status.RUNNING])
+    if (backup := busy.select_related("cluster").first()) is not None:
+        raise Refused(f"backup {backup} of {backup.cluster} is {backup.status}: stopping the server would break it; "
+                      "run the promotion again once it has finished")
+
+
+def backups_held(backup: Backup) -> str:
+    """For backups.pipeline.HOLDS: no backup of a cluster whose data directory a promotion is swapping."""
+    swapping = RecoveryRequest.objects.filter(
+        Q(cluster=backup.cluster) | Q(source_recovery__result_cluster=backup.cluster),
+        kind=RecoveryRequest.Kind.PROMOTE, status=RecoveryRequest.Status.RUNNING).first()
+    return f"{swapping} is swapping {backup.cluster}'s data directory" if swapping else ""
+
+
 def check(request: RecoveryRequest, say: Say) -> tuple[ManagedCluster, ManagedCluster, Swap]:
     production, recovered = clusters_of(request)
+    no_backup_running(production, recovered)
     swap = Swap.plan(production, recovered)
     seen = {}
     for cluster, server in ((production, swap.production), (recovered, swap.recovered)):
@@ -416,3 +435,4 @@ def undo_dead_run(request: RecoveryRequest, say: Say) -> None:
 
 PROCEDURES[RecoveryRequest.Kind.PROMOTE] = promote
 cleanup.register(RecoveryRequest.Kind.PROMOTE, undo_dead_run)
+pipeline.HOLDS.append(backups_held)

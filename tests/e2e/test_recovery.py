@@ -17,7 +17,7 @@ from recovery import services
 from recovery.models import RecoveryRequest
 from tests.backups.conftest import backup_root, run_now  # noqa: F401 (fixture)
 from tests.e2e.conftest import login, screenshot
-from tests.recovery.conftest import api, larger_sample, query  # noqa: F401 (fixtures)
+from tests.recovery.conftest import api, query  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
