@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import connection
 
@@ -124,13 +123,14 @@ def _test_database_url() -> str:
 
 
 @pytest.fixture
-def qcluster(django_db_setup, django_db_blocker) -> Iterator[subprocess.Popen]:
-    """A real django-q2 cluster (`manage.py qcluster`) working on the test database, for one test.
-    The test must use `transaction=True` for the worker to see the rows it creates."""
+def qcluster(django_db_setup, django_db_blocker, tmp_path) -> Iterator[subprocess.Popen]:
+    """A real django-q2 cluster (`manage.py qcluster`) working on the test database, for one test; its log is
+    the test's `qcluster.log` (pytest keeps the last three runs' folders). The test must use `transaction=True`
+    for the worker to see the rows it creates."""
     with django_db_blocker.unblock():
         url = _test_database_url()
     env = {**os.environ, "DATABASE_URL": url, "Q_WORKERS": "2", "CONN_MAX_AGE": "0"}
-    log = open(settings.VAR_DIR / f"test-qcluster-{os.getpid()}.log", "w")  # noqa: SIM115
+    log = open(tmp_path / "qcluster.log", "w")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=PROJECT, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     time.sleep(1)
