@@ -3,7 +3,8 @@ under light load with archive_timeout 60 and with synchronous streaming, in one 
 
     .venv/bin/python bench/bench_wal_rpo.py [load_seconds] [light_seconds]
 
-A scratch cluster with the sample database (scale 1) archives through the portal (configure_archiving, its default compression).
+A scratch cluster with the sample database (scale 1) archives through the portal (configure_archiving, its
+default compression).
 """
 
 from __future__ import annotations
