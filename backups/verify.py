@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import Callable
 
+import psycopg
 from django.utils import timezone
 from psycopg import sql
 
@@ -54,6 +55,10 @@ def scratch_name(backup: Backup) -> str:
     return f"{SCRATCH_PREFIX}{backup.pk}_{secrets.token_hex(4)}"
 
 
+def drop_database(conn: psycopg.Connection, name: str) -> None:
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 def drop_scratch_of(backup: Backup) -> list[str]:
     """The scratch databases a dead run's verification of `backup` left behind, dropped: their names."""
     assert backup.database is not None
@@ -62,7 +67,7 @@ def drop_scratch_of(backup: Backup) -> list[str]:
         names = [name for (name,) in conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
                                                   [SCRATCH_PREFIX]) if mine.fullmatch(name)]
         for name in names:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            drop_database(conn, name)
     return names
 
 
@@ -73,7 +78,6 @@ def verify_logical(backup: Backup, reporter: Reporter) -> str:
     source = backup.database.target()
     scratch = source.on(scratch_name(backup))
     create = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(scratch.dbname))
-    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch.dbname))
     with connect_or_fail(source, purpose="verify") as conn:
         conn.execute(create)
     try:
@@ -82,7 +86,7 @@ def verify_logical(backup: Backup, reporter: Reporter) -> str:
         counts = restored_counts(scratch)
     finally:
         with connect_or_fail(source, purpose="verify") as conn:
-            conn.execute(drop)
+            drop_database(conn, scratch.dbname)
         reporter.log(f"verification: dropped {scratch.dbname}")
     differences = compare_counts(backup.manifest.get("tables", {}), counts)
     if differences:

@@ -232,7 +232,10 @@ def close_content(stream: object, child: Child | None, what: PathLike) -> None:
     while stream.read(CHUNK):  # type: ignore[attr-defined]
         pass
     stream.close()  # type: ignore[attr-defined]
-    code, message = child.finish()
+    _decompressed(what, *child.finish())
+
+
+def _decompressed(what: PathLike, code: int, message: str) -> None:
     if code != 0:
         raise ArchiveError(f"{what}: cannot be decompressed (damaged?): {message or 'exit ' + str(code)}")
 
@@ -350,10 +353,7 @@ def _unlink_quietly(path: str) -> None:
 
 def _restore_into(source: str, out: int) -> None:
     if source.endswith(ZSTD_SUFFIX):
-        try:
-            run_zstd(["-d", "-c", source], out)
-        except ArchiveError as exc:
-            raise ArchiveError(f"{source}: cannot be decompressed (damaged?): {exc}") from None
+        _decompressed(source, *Child([zstd_program(), "-q", "-d", "-c", source], out).finish())
     else:
         _write_plain(source, out)
 

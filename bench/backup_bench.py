@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import benchenv
@@ -87,6 +88,12 @@ def clear(root: Path) -> None:
     root.mkdir()
 
 
+def alternating(round_: int, *sides: Callable[[], object]) -> None:
+    """Run the sides, in turn first from one round to the next, so that neither always follows the other."""
+    for side in sides if round_ % 2 == 0 else reversed(sides):
+        side()
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 
@@ -94,12 +101,10 @@ def median(values: list[float]) -> float:
 def compare_dump(label: str, policy: BackupPolicy, raw_args: list[str], dbname: str, root: Path, repeat: int,
                  work: Path) -> dict:
     portal, raw = [], []
-    for round_ in range(repeat):  # alternating which side goes first, so neither always follows the other
+    for round_ in range(repeat):
         clear(root)
-        sides = [lambda: raw.append(raw_dump(raw_args, dbname, work / "raw")),
-                 lambda: portal.append(portal_run(policy, root))]
-        for side in sides if round_ % 2 == 0 else reversed(sides):
-            side()
+        alternating(round_, lambda: raw.append(raw_dump(raw_args, dbname, work / "raw")),
+                    lambda: portal.append(portal_run(policy, root)))
     p_time, r_time = median([p["seconds"] for p in portal]), median([r[0] for r in raw])
     row = {"label": label, "portal_s": p_time, "raw_s": r_time, "ratio": p_time / r_time,
            "portal_size": portal[-1]["size"], "raw_size": raw[-1][1],
@@ -163,10 +168,8 @@ def main() -> None:
         backup = portal_run(default, root)
         checks, raws = [], []
         for round_ in range(args.repeat):
-            sides = [lambda: checks.append(child(["--verify-only", str(backup["backup"])], root)),
-                     lambda: raws.append(raw_restore(Path(backup["path"]), dbname, jobs=2))]
-            for side in sides if round_ % 2 == 0 else reversed(sides):
-                side()
+            alternating(round_, lambda: checks.append(child(["--verify-only", str(backup["backup"])], root)),
+                        lambda: raws.append(raw_restore(Path(backup["path"]), dbname, jobs=2)))
         p_s, r_s = median([c["verify_seconds"] for c in checks]), median(raws)
         print(f"portal verification {p_s:7.2f}s (verified: {all(c['verified'] for c in checks)})  "
               f"raw restore {r_s:7.2f}s  ratio {p_s / r_s:.3f}  (portal "

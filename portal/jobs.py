@@ -41,6 +41,15 @@ def process_start_ticks(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie waiting for its parent (an orphan's, until init reaps it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 class Job(models.Model):
     """Fields and behaviour shared by every outcome model (Backup, RecoveryRequest, MaintenanceRun...)."""
 

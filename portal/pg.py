@@ -147,9 +147,9 @@ def child_env(target: Target | None, extra: dict[str, str] | None = None) -> dic
     return env
 
 
-def _environment(program: str, target: Target | None, extra: dict[str, str] | None) -> dict[str, str]:
+def _environment(target: Target | None, extra: dict[str, str] | None, outlives_job: bool) -> dict[str, str]:
     env = child_env(target, extra)
-    if program == "pg_ctl":  # a server outlives the job that started it, on purpose: not one of its programs
+    if outlives_job:  # not one of the job's programs for the reaper (portal.orphans) to end
         env.pop(orphans.TAG, None)
     return env
 
@@ -178,11 +178,13 @@ def run(
     cwd: str | Path | None = None,
     env: dict[str, str] | None = None,
     on_start: Callable[[int], None] | None = None,
+    outlives_job: bool = False,
 ) -> Result:
     """Run a PostgreSQL program to completion; raise `PgToolError` unless it exits 0.
 
     `stdout_sink` receives standard output in chunks as it arrives (a dump being written, hashed on the
-    way); `capture_stdout` keeps it instead. `cancel` set from another thread ends the run.
+    way); `capture_stdout` keeps it instead. `cancel` set from another thread ends the run. `outlives_job`: what
+    the program starts (a server) is meant to outlive the job, so the reaper leaves it alone.
     """
     if not all(isinstance(a, str) for a in args):
         raise TypeError("arguments must be strings")
@@ -194,7 +196,7 @@ def run(
             stdin=subprocess.PIPE if isinstance(stdin, bytes) else (stdin or subprocess.DEVNULL),
             stdout=subprocess.PIPE if (stdout_sink or capture_stdout) else subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            env=_environment(program, target, env),
+            env=_environment(target, env, outlives_job),
             cwd=cwd,
             start_new_session=True,
             **_demote(run_as),  # type: ignore[arg-type]
@@ -331,4 +333,4 @@ def pg_ctl(
         args += ["--mode=fast"]
     if log_file:
         args += [f"--log={log_file}"]
-    return run("pg_ctl", args, major=major, run_as=run_as, timeout=timeout + 10)
+    return run("pg_ctl", args, major=major, run_as=run_as, timeout=timeout + 10, outlives_job=True)

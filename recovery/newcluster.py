@@ -30,7 +30,7 @@ from django.conf import settings
 
 from backups.models import Backup
 from portal import pg
-from portal.jobs import Cancelled
+from portal.jobs import Cancelled, alive
 from portal.models import ManagedCluster
 
 CHUNK = 1024 * 1024
@@ -269,15 +269,6 @@ def stop(cluster: NewCluster) -> bool:
     if postmaster_pid(cluster) is not None or alive(pid):
         raise BuildError(f"the server in {cluster.data} (pid {pid}) did not stop")
     return True
-
-
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie waiting for its parent (init, once pg_ctl is gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def _refuse_foreign(cluster: NewCluster) -> None:

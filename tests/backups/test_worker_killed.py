@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-from pathlib import Path
 
 import pytest
 
@@ -27,15 +26,6 @@ def started_pg_dump(backup: Backup) -> int:
     return int(match.group(1)) if match else 0
 
 
-def running(pid: int) -> bool:
-    """Alive and not a zombie (an orphan's exit status waits for whichever process adopted it)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def test_a_worker_killed_mid_dump_leaves_no_program_running_and_no_partial_file(
         logical_policy, backup_root, qcluster):
     with pg.connect(logical_policy.database.target()) as blocker, blocker.transaction():
@@ -47,11 +37,11 @@ def test_a_worker_killed_mid_dump_leaves_no_program_running_and_no_partial_file(
         backup.refresh_from_db()
         os.kill(backup.worker_pid, signal.SIGKILL)
         wait_for(lambda: jobs.process_start_ticks(backup.worker_pid) is None, message="the worker to be gone")
-        assert running(dump_pid), "pg_dump outlives the worker"
+        assert jobs.alive(dump_pid), "pg_dump outlives the worker"
 
         assert jobs.reap_dead_jobs() == 1
 
-        assert not running(dump_pid), f"the reaper ended pg_dump: {Path(f'/proc/{dump_pid}/stat').read_text()}"
+        assert not jobs.alive(dump_pid), "the reaper ended pg_dump"
         assert leftovers(backup_root) == []
         backup.refresh_from_db()
         assert backup.status == Backup.Status.FAILED and backup.error.startswith("reaped: worker process")

@@ -13,11 +13,11 @@ import pytest
 from backups import walarchive
 from backups.models import Backup, BackupPolicy, WalArchive
 from portal import pg
-from portal.jobs import HOST, reap_dead_jobs
+from portal.jobs import HOST, alive, reap_dead_jobs
 from portal.models import AuditEvent
 from recovery import approvals, newcluster, passfile, pitr
 from recovery.models import RecoveryRequest, RecoveryStep
-from recovery.newcluster import NewCluster, alive, postmaster_pid
+from recovery.newcluster import NewCluster, postmaster_pid
 from recovery.steps import PER_STEP
 from tests.clusters import RUN_AS
 from tests.conftest import wait_for
