@@ -6,6 +6,8 @@ class BackupsConfig(AppConfig):
     name = "backups"
 
     def ready(self) -> None:
-        from backups import schedules
+        from backups import anchors, schedules
+        from portal import anchors as audit_anchors
 
         schedules.connect()
+        audit_anchors.register(anchors.location_stores)

@@ -169,7 +169,7 @@ def extract(folder: Path, into: Path) -> None:
         stream, proc = walarchive.open_content(tar_path)
         try:
             with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
-                tar.extractall(destination, filter="tar")
+                files.extract_members(tar, destination)
         finally:
             walarchive.close_content(stream, proc, tar_path)
     shutil.copy2(folder / "backup_manifest", into / "backup_manifest")

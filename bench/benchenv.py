@@ -29,7 +29,11 @@ from portal import embedded, pg, sample  # noqa: E402
 
 
 def portal_database() -> None:
-    with pg.connect(embedded.target()) as conn:
+    """The benchmarks' catalogue, on the portal's own cluster (never on the managed one)."""
+    from django.conf import settings
+
+    portal_cluster = pg.Target("127.0.0.1", settings.PORTAL_PG_PORT, "portal", passfile=settings.PGPASSFILE)
+    with pg.connect(portal_cluster) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [PORTAL_DB]).fetchone():
             conn.execute(f'CREATE DATABASE "{PORTAL_DB}" OWNER portal')
     call_command("migrate", verbosity=0)

@@ -15,5 +15,8 @@ class PortalConfig(AppConfig):
     verbose_name = "Portal"
 
     def ready(self) -> None:
+        from portal import auth_audit, checks  # noqa: F401 (checks register themselves)
+
         # Once, after the last app: by then every app's permissions exist.
         post_migrate.connect(_after_migrate, dispatch_uid="portal.after_migrate")
+        auth_audit.connect()

@@ -30,6 +30,12 @@ def actor_name(actor: Actor) -> str:
     return actor.get_username()
 
 
+def lock_chain() -> None:
+    """Until the transaction ends, no other writer appends to the chain."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK])
+
+
 def record(
     action: str,
     *,
@@ -43,8 +49,7 @@ def record(
     # Round-trip through JSON so the hash is computed over exactly what the database stores.
     clean_details = json.loads(json.dumps(details or {}, cls=DjangoJSONEncoder))
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK])
+        lock_chain()
         last = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
         event = AuditEvent(
             created=timezone.now(),

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -21,11 +22,12 @@ from typing import TypeVar
 
 from django.apps import apps
 from django.conf import settings
-from django.db import connection, models
+from django.db import DatabaseError, connection, models
 from django.db.models.functions import Concat
 from django.utils import timezone
 
 from portal import audit, orphans
+from portal.models import ManagedCluster, PortalDatabaseServer
 
 log = logging.getLogger(__name__)
 HOST = socket.gethostname()
@@ -138,6 +140,7 @@ class Job(models.Model):
 
 
 JobT = TypeVar("JobT", bound=Job)
+T = TypeVar("T")
 
 
 class Reporter:
@@ -170,7 +173,7 @@ class Reporter:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
-        self.flush()
+        until_recorded(self.flush, f"the log of {self.job}")
 
     def flush(self) -> None:
         with self._lock:
@@ -181,14 +184,25 @@ class Reporter:
         updates: dict[str, object] = {"heartbeat": timezone.now(), **progress}
         if lines:
             updates["log"] = Concat(models.F("log"), models.Value(lines[-LOG_LIMIT:]))
-        rows.update(**updates)
-        if rows.filter(cancel_requested=True).exists():
+        try:
+            rows.update(**updates)
+            cancel = rows.filter(cancel_requested=True).exists()
+        except DatabaseError:  # the portal's database is away: keep what was reported for the next flush
+            with self._lock:
+                self._lines.insert(0, lines)
+                self._progress = {**progress, **self._progress}
+            connection.close()
+            raise
+        if cancel:
             self.cancel.set()
 
     def _loop(self) -> None:
         try:
             while not self._stop.wait(self.interval):
-                self.flush()
+                try:
+                    self.flush()
+                except DatabaseError as exc:
+                    log.warning("progress of %s not recorded (the portal's database?): %s", self.job, exc)
         finally:
             connection.close()
 
@@ -207,6 +221,23 @@ class Cancelled(Exception):
     pass
 
 
+def until_recorded(write: Callable[[], T], what: str, *, give_up_after: float | None = None) -> T:
+    """Write to the portal's database, retrying while it does not answer (restarted, failed over): the outcome
+    of work that was done must not be lost to a moment without the database. Gives up after the task timeout."""
+    deadline = time.monotonic() + (settings.TASK_TIMEOUT if give_up_after is None else give_up_after)
+    pause = 0.5
+    while True:
+        try:
+            return write()
+        except DatabaseError as exc:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("could not record %s (retrying in %.0f s): %s", what, pause, exc)
+            connection.close()
+            time.sleep(pause)
+            pause = min(pause * 2, 15.0)
+
+
 def run_job(model: type[JobT], pk: int, work: Callable[[JobT, Reporter], None]) -> JobT | None:
     """Claim the row, do the work, record the outcome and an audit event. Never runs a job twice."""
     job = model.claim(pk)
@@ -216,22 +247,35 @@ def run_job(model: type[JobT], pk: int, work: Callable[[JobT, Reporter], None]) 
     actor = job.triggered_by or "system"
     audit.record(f"{job.audit_action}.start", actor=actor, obj=job, outcome=audit.Outcome.STARTED)
     try:
+        refuse_portal_database_server(job)
         with orphans.tagged(job), reporting(job) as reporter:
             work(job, reporter)
             if reporter.cancel.is_set():
                 raise Cancelled("cancelled on request")
     except Cancelled as exc:
-        job.finish(Job.Status.CANCELLED, str(exc))
+        status, error = Job.Status.CANCELLED, str(exc)
     except Exception as exc:
         log.exception("%s %s failed", model.__name__, pk)
-        job.finish(Job.Status.FAILED, str(exc) or type(exc).__name__)
+        status, error = Job.Status.FAILED, str(exc) or type(exc).__name__
     else:
-        job.finish(Job.Status.SUCCEEDED)
+        status, error = Job.Status.SUCCEEDED, ""
+    until_recorded(lambda: record_outcome(job, actor, status, error), f"the outcome of {job}")
+    return job
+
+
+def refuse_portal_database_server(job: Job) -> None:
+    """No job runs against the server of the portal's own database (its status refresh found it out)."""
+    cluster = getattr(job, "cluster", None)
+    if isinstance(cluster, ManagedCluster) and cluster.holds_portal_database:
+        raise PortalDatabaseServer(f"{cluster}: {PortalDatabaseServer.__doc__}")
+
+
+def record_outcome(job: Job, actor: str, status: str, error: str) -> None:
+    job.finish(status, error)
     job.refresh_from_db()
     outcome = audit.Outcome.SUCCESS if job.status == Job.Status.SUCCEEDED else audit.Outcome.FAILURE
     audit.record(f"{job.audit_action}.finish", actor=actor, obj=job, outcome=outcome,
                  details={"status": job.status, "error": job.error})
-    return job
 
 
 def job_models() -> list[type[Job]]:

@@ -7,12 +7,25 @@ from pathlib import Path
 
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import models
+from django.db import connection, models
 from django.utils import timezone
 
 from portal import pg
 
 GENESIS_HASH = "0" * 64
+SYSTEM_IDENTIFIER = "SELECT system_identifier FROM pg_control_system()"
+
+
+class PortalDatabaseServer(Exception):
+    """this is the server of the portal's own database (catalog, audit trail, task queue): the portal never manages
+    it, so that no recovery can roll its own records back. Register another server, or move the portal's database."""
+
+
+def portal_system_identifier() -> str:
+    """Which server holds the portal's own database (any role may read pg_control_system())."""
+    with connection.cursor() as cursor:
+        cursor.execute(SYSTEM_IDENTIFIER)
+        return str(cursor.fetchone()[0])
 
 
 class ManagedCluster(models.Model):
@@ -45,6 +58,9 @@ class ManagedCluster(models.Model):
     size_bytes = models.BigIntegerField(null=True, blank=True)
     status_error = models.TextField(blank=True)
     checked_at = models.DateTimeField(null=True, blank=True)
+    system_identifier = models.CharField(max_length=20, blank=True, help_text="pg_control_system(): which server.")
+    holds_portal_database = models.BooleanField(
+        default=False, help_text="The portal's own database is on this server: the portal refuses to manage it.")
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -80,9 +96,13 @@ class ManagedCluster(models.Model):
 
     def refresh_status(self, connect_timeout: int = 3) -> bool:
         """Connect, read version, recovery state and sizes; record them. True when reachable."""
-        fields = ["reachable", "status_error", "checked_at"]
+        fields = ["reachable", "status_error", "checked_at", "system_identifier", "holds_portal_database"]
         try:
             with pg.connect(self.target(), purpose="status", connect_timeout=connect_timeout) as conn:
+                self.system_identifier = str(conn.execute(SYSTEM_IDENTIFIER).fetchone()[0])
+                self.holds_portal_database = self.system_identifier == portal_system_identifier()
+                if self.holds_portal_database:
+                    raise PortalDatabaseServer(PortalDatabaseServer.__doc__)
                 version = conn.execute("SHOW server_version").fetchone()[0]
                 in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
                 sizes = dict(
@@ -139,8 +159,12 @@ class ManagedDatabase(models.Model):
 
 
 class AuditEvent(models.Model):
-    """One action, append-only. The database rejects UPDATE and DELETE (migration 0002); each row carries
-    the hash of the previous one, so a changed or removed row breaks the chain."""
+    """One action, append-only. The database rejects UPDATE, DELETE and TRUNCATE (migrations 0002 and 0004); the
+    table belongs to a role the portal does not connect as, which gives the portal's role only INSERT and SELECT
+    (`manage.py audit_privileges`). Each row carries the hash of the previous one, so a changed or removed row
+    breaks the chain, and the chain's head is anchored outside the database (`portal.anchors`).
+
+    Not managed by Django: no migration alters it and no test flush empties it (its owner is not the portal)."""
 
     class Outcome(models.TextChoices):
         STARTED = "started", "Started"
@@ -161,6 +185,7 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        managed = False
 
     def __str__(self) -> str:
         return f"{self.created:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.outcome}"

@@ -4,6 +4,10 @@ Each program the runner starts leads a session of its own (so that a cancel ends
 killed with SIGKILL leaves them running: a pg_dump goes on writing its half of a backup, a pg_restore goes on
 loading a database that the clean-up is about to drop. Every program started while a job runs carries the job's
 tag in its environment; the reaper ends the ones that carry a dead job's tag before it cleans up after it.
+
+A job's primary key is unique only within one portal database, so the tag also names the portal instance and
+the host (`portal.instance`): another portal on the same host (a test run beside `bin/portal up`) never has its
+programs ended by this one's reaper.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from portal import instance
+
 if TYPE_CHECKING:
     from portal.jobs import Job
 
@@ -24,7 +30,7 @@ GRACE_SECONDS = 5.0
 
 
 def tag_of(job: Job) -> str:
-    return f"{job._meta.label_lower}:{job.pk}"
+    return f"{instance.label()}:{job._meta.label_lower}:{job.pk}"
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import os
 import pwd
+import re
 import signal
 import subprocess
 import threading
@@ -27,6 +28,7 @@ from django.conf import settings
 from portal import orphans
 
 STDERR_TAIL_LINES = 200
+_REASON = re.compile(r"\b(FATAL|ERROR|PANIC):|\berror:")
 READ_CHUNK = 1024 * 1024
 KILL_GRACE_SECONDS = 5.0
 
@@ -100,8 +102,17 @@ class PgToolError(Exception):
             what = "could not start"
         else:
             what = f"exited with code {self.returncode}"
-        last = "; ".join(line for line in self.stderr_tail[-3:] if line)
+        last = "; ".join(self.reason_lines())
         return f"{self.program} {what}" + (f": {last}" if last else "")
+
+    def reason_lines(self) -> list[str]:
+        """The server's or the program's own reason (its FATAL, ERROR or error: lines, the last two of them), then
+        the last line; without such lines, the last three."""
+        lines = [line.strip() for line in self.stderr_tail if line.strip()]
+        reasons = [line for line in lines if _REASON.search(line)][-2:]
+        if not reasons:
+            return lines[-3:]
+        return reasons + ([lines[-1]] if lines[-1] not in reasons else [])
 
 
 @dataclass

@@ -16,6 +16,8 @@ from django_q.models import Schedule
 SYSTEM_SCHEDULES = {
     "portal: reap dead jobs": ("portal.tasks.reap_dead_jobs", "* * * * *"),
     "portal: refresh target status": ("portal.tasks.refresh_targets", "*/5 * * * *"),
+    # The audit chain's head, beside the backups, at least hourly (portal.anchors).
+    "portal: anchor audit chain": ("portal.tasks.anchor_audit_chain", "7 * * * *"),
     # Hourly, away from the runbook's 01:00-03:00 backup starts: a backup kept because it was in use is
     # expired within the hour after its lease ends (each successful backup also runs its policy's retention).
     "backups: retention": ("backups.tasks.apply_retention", "45 * * * *"),

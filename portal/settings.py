@@ -6,6 +6,8 @@ PostgreSQL cluster started by `bin/pg-embedded`.
 
 from __future__ import annotations
 
+import os
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -14,8 +16,11 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
-
+# `bin/portal up` keeps the settings it was given here (mode 0600, the installing user's): the processes it starts
+# as other users get them from their environment instead.
+ENV_FILE = Path(env("PORTAL_ENV_FILE", default=str(BASE_DIR / ".env")))
+if os.access(ENV_FILE, os.R_OK):
+    environ.Env.read_env(ENV_FILE, overwrite=False)
 
 
 def _path(name: str, default: Path) -> Path:
@@ -66,6 +71,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_q",
+    "axes",
     "portal",
     "backups",
     "recovery",
@@ -79,8 +85,10 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "portal.auth_audit.ActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -101,10 +109,11 @@ TEMPLATES = [
     },
 ]
 
-# --- The embedded PostgreSQL cluster (bin/pg-embedded) and the portal's own database.
-PG_PORT = env.int("PORTAL_PG_PORT", default=5544)
+# --- The portal's own database. On the embedded default it is on a cluster of its own (bin/pg-embedded
+# `portal`, port PORTAL_PG_PORT): the portal never manages the cluster that holds its catalog and audit trail.
+PORTAL_PG_PORT = env.int("PORTAL_PG_PORT", default=5544)
 PGPASSFILE = str(_path("PGPASSFILE", SECRETS_DIR / "pgpass"))
-DATABASES = {"default": env.db("DATABASE_URL", default=f"postgres://portal@127.0.0.1:{PG_PORT}/portal")}
+DATABASES = {"default": env.db("DATABASE_URL", default=f"postgres://portal@127.0.0.1:{PORTAL_PG_PORT}/portal")}
 DATABASES["default"].setdefault("OPTIONS", {})
 DATABASES["default"]["OPTIONS"].setdefault("passfile", PGPASSFILE)
 DATABASES["default"]["OPTIONS"].setdefault("application_name", "paws360-portal")
@@ -112,6 +121,12 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Several checkouts may run their suites against one embedded cluster at once: one test database each.
 DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME", default="test_portal")}
+# The role that owns the audit table. The role the portal connects as may only INSERT and SELECT it
+# (`manage.py audit_privileges --sql`, run by a superuser).
+AUDIT_OWNER_ROLE = env("AUDIT_OWNER_ROLE", default="portal_audit")
+# The embedded portal cluster's data directory and socket (superuser SQL over peer authentication).
+PORTAL_PGDATA = VAR_DIR / "pg" / "portal" / "data"
+PORTAL_PG_SOCKET_DIR = VAR_DIR / "pg" / "portal" / "run"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # django-q2 stats live in the cache; a database cache lets /health see the worker from any process.
@@ -122,10 +137,13 @@ PG_BIN_DIR = env("PG_BIN_DIR_TEMPLATE", default="/usr/lib/postgresql/{major}/bin
 PG_DEFAULT_MAJOR = env.int("PG_DEFAULT_MAJOR", default=15)
 PG_STATEMENT_TIMEOUT_MS = env.int("PG_STATEMENT_TIMEOUT_MS", default=60_000)
 
-# --- The embedded default's managed target, registered by `manage.py setup_embedded`.
-EMBEDDED_PGDATA = VAR_DIR / "pg" / "data"
-EMBEDDED_SOCKET_DIR = VAR_DIR / "pg" / "run"
+# --- The embedded default's managed target (bin/pg-embedded `managed`), registered by `manage.py setup_embedded`.
+EMBEDDED_PG_PORT = env.int("EMBEDDED_PG_PORT", default=PORTAL_PG_PORT + 1)
+EMBEDDED_PGDATA = VAR_DIR / "pg" / "managed" / "data"
+EMBEDDED_SOCKET_DIR = VAR_DIR / "pg" / "managed" / "run"
 EMBEDDED_ADMIN_ROLE = "paws360_admin"
+# The passfile the managed cluster is registered with: the worker's own when `bin/portal up` ran as root.
+EMBEDDED_PASSFILE = str(_path("EMBEDDED_PASSFILE", Path(PGPASSFILE)))
 SAMPLE_DATABASE = env("SAMPLE_DATABASE", default="paws360")
 SAMPLE_SCALE = env.float("SAMPLE_SCALE", default=1.0)
 
@@ -221,6 +239,17 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Failed logins are locked out per username and address (django-axes; audited by portal.auth_audit).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_LOCKOUT_CALLABLE = "portal.auth_audit.lockout_response"
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
+# Behind a reverse proxy the client's address is the one it forwards.
+AXES_IPWARE_META_PRECEDENCE_ORDER = (
+    ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"] if env.bool("BEHIND_PROXY", default=False) else ["REMOTE_ADDR"])
 LOGIN_URL = "admin:login"
 LOGIN_REDIRECT_URL = "dashboard"
 
@@ -248,5 +277,5 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }

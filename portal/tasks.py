@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from portal import jobs, targets
+from portal import anchors, jobs, targets
 
 
 def reap_dead_jobs() -> int:
@@ -11,3 +11,7 @@ def reap_dead_jobs() -> int:
 
 def refresh_targets() -> int:
     return targets.refresh_all()
+
+
+def anchor_audit_chain() -> int:
+    return anchors.anchor("hourly").anchor.last_id

@@ -13,12 +13,51 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.db import connection
 
-from portal import embedded, pg, sample
+from backups.models import StorageLocation
+from portal import audit_privileges, embedded, pg, sample
 from portal.models import ManagedCluster, ManagedDatabase
 from portal.roles import AUDITOR, DBA, OPERATOR, sync_role_permissions
 from tests.clusters import ScratchCluster
 
 PROJECT = Path(__file__).resolve().parent.parent
+# A test session is a portal instance of its own (job tags, storage markers, audit anchors), also for the workers
+# it starts: never taken for the `bin/portal up` of the same checkout.
+os.environ.setdefault("PORTAL_INSTANCE_ID", f"test-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker) -> None:
+    """The test database as production has it: the audit table belongs to its owner role, and the portal's role
+    may only INSERT and SELECT it (a superuser grants it, as `bin/portal up` does)."""
+    with django_db_blocker.unblock():
+        role = audit_privileges.app_role()
+    embedded.portal_superuser_sql(audit_privileges.grant_sql(role), connection.settings_dict["NAME"])
+    empty_audit_table()  # what migrating it recorded (the roles' permissions)
+
+
+def empty_audit_table() -> None:
+    """The audit trail emptied by the superuser (the only one who can: the table is not flushed with the others),
+    so a test starts from an empty chain."""
+    table = audit_privileges.TABLE
+    embedded.portal_superuser_sql(f"BEGIN; ALTER TABLE {table} DISABLE TRIGGER USER; TRUNCATE {table}; "
+                                  f"ALTER TABLE {table} ENABLE TRIGGER USER; COMMIT;", connection.settings_dict["NAME"])
+
+
+_audit_trail = {"dirty": False}
+
+
+@pytest.fixture(autouse=True)
+def _audit_trail_per_test(request) -> Iterator[None]:
+    """A transactional test leaves its events (and those its flush's post_migrate records) behind: the next test
+    starts without them."""
+    if _audit_trail["dirty"]:
+        empty_audit_table()
+        _audit_trail["dirty"] = False
+    yield
+    marker = request.node.get_closest_marker("django_db")
+    if (marker is not None and marker.kwargs.get("transaction")) or any(
+            name in request.fixturenames for name in ("transactional_db", "live_server")):
+        _audit_trail["dirty"] = True
 
 
 @pytest.fixture
@@ -30,6 +69,19 @@ def scratch_cluster() -> Iterator[ScratchCluster]:
         yield cluster
     finally:
         cluster.destroy()
+
+
+@pytest.fixture
+def backup_root(db, tmp_path: Path, settings, monkeypatch) -> Path:
+    """BACKUP_ROOT for this test, here and in any worker it starts (the default `local` location's folder).
+    The default location is made first, as its migration does, since a transactional test before this one may
+    have flushed it away."""
+    root = tmp_path / "backups"
+    root.mkdir()
+    settings.BACKUP_ROOT = root
+    monkeypatch.setenv("BACKUP_ROOT", str(root))
+    StorageLocation.default_local()
+    return root
 
 
 @pytest.fixture

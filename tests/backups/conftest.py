@@ -28,20 +28,6 @@ from portal.jobs import Reporter, run_job
 from portal.models import ManagedDatabase
 from tests.clusters import ScratchCluster, free_port
 
-
-@pytest.fixture
-def backup_root(db, tmp_path: Path, settings, monkeypatch) -> Path:
-    """BACKUP_ROOT for this test, here and in any worker it starts (the default `local` location's folder).
-    The default location is made first, as its migration does, since a transactional test before this one may
-    have flushed it away."""
-    root = tmp_path / "backups"
-    root.mkdir()
-    settings.BACKUP_ROOT = root
-    monkeypatch.setenv("BACKUP_ROOT", str(root))
-    StorageLocation.default_local()
-    return root
-
-
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 BUCKET = "paws360-offsite"
 

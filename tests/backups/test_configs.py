@@ -35,7 +35,7 @@ def test_it_keeps_every_source_as_a_version_and_in_a_verified_archive(config_pol
     versions = {v.source: v for v in backup.config_files.all()}
     assert set(versions) == {"postgresql.conf", "pg_hba.conf", "pg_ident.conf", "postgresql.auto.conf",
                              "pg_settings", "pg_hba_file_rules", f"app:{app_config}"}
-    port = django_settings.PG_PORT  # the embedded cluster's, 5544 unless PORTAL_PG_PORT says otherwise
+    port = django_settings.EMBEDDED_PG_PORT  # the managed cluster's: PORTAL_PG_PORT + 1
     assert f"port = {port}" in versions["postgresql.conf"].content
     assert f"port = '{port}'" in versions["pg_settings"].content
     assert "max_connections = " in versions["pg_settings"].content

@@ -14,7 +14,7 @@ from recovery import approvals, services
 from recovery.models import RecoveryRequest
 from tests.conftest import wait_for
 from tests.e2e.conftest import login, screenshot
-from tests.e2e.test_recovery import DOCS, watch_steps
+from tests.e2e.test_recovery import DOCS, watch_until
 from tests.recovery.conftest import api  # noqa: F401 (fixture)
 from tests.recovery.pitr_fixtures import (  # noqa: F401
     archiving,
@@ -58,7 +58,7 @@ def test_an_operator_asks_to_make_a_recovered_cluster_production_and_a_dba_appro
         shot = screenshot(approver, "promote-awaiting-approval")
         approver.click(".approve-button")
         expect(approver.locator(".messagelist")).to_contain_text("Approved")
-        watch_steps(approver)
+        watch_until(approver, lambda width, done, finished: finished, "the promotion finished")
         promotion.refresh_from_db()
         assert promotion.status == RecoveryRequest.Status.SUCCEEDED, promotion.error
         expect(approver.locator("#recovery-live tr.step-succeeded")).to_have_count(promotion.steps.count())

@@ -4,6 +4,7 @@ the verification are shown."""
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from playwright.sync_api import Error as PlaywrightError
 from backups.models import BackupPolicy
 from recovery import services
 from recovery.models import RecoveryRequest
-from tests.backups.conftest import backup_root, run_now  # noqa: F401 (fixture)
+from tests.backups.conftest import run_now
 from tests.e2e.conftest import login, screenshot
 from tests.recovery.conftest import api, query  # noqa: F401 (fixtures)
 
@@ -23,23 +24,30 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transacti
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
-def watch_steps(page: Page, timeout: float = 180) -> list[tuple[str, int]]:
-    """(bar width, steps succeeded) as the page shows them, until the request is finished and the page reloaded."""
-    seen: list[tuple[str, int]] = []
+def shown(page: Page) -> tuple[int, int, bool] | None:
+    """(bar width in %, steps succeeded, finished) as the page shows them now; None while it reloads."""
+    try:
+        style = page.locator("#recovery-live .bar").get_attribute("style", timeout=2000) or ""
+        done = page.locator("#recovery-live tr.step-succeeded").count()
+        finished = page.locator("#recovery-live .job-progress").get_attribute("data-finished", timeout=2000)
+    except PlaywrightError:
+        return None
+    width = int(style.removeprefix("width: ").rstrip("%;") or 0)
+    return width, done, finished == "true" and page.locator(".field-rto .status").count() > 0
+
+
+def watch_until(page: Page, wanted, what: str, timeout: float = 180) -> tuple[int, int, bool]:
+    """What the page shows, polled without reloading it, once `wanted` holds of it."""
+    seen: list[tuple[int, int, bool]] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            width = page.locator("#recovery-live .bar").get_attribute("style", timeout=2000) or ""
-            done = page.locator("#recovery-live tr.step-succeeded").count()
-            finished = page.locator("#recovery-live .job-progress").get_attribute("data-finished", timeout=2000)
-        except PlaywrightError:  # the page is reloading
-            continue
-        if not seen or seen[-1] != (width, done):
-            seen.append((width, done))
-        if finished == "true" and page.locator(".field-rto .status").count():
-            return seen
+        now = shown(page)
+        if now is not None and (not seen or seen[-1] != now):
+            seen.append(now)
+        if now is not None and wanted(*now):
+            return now
         page.wait_for_timeout(150)
-    pytest.fail(f"the recovery did not finish; the page showed {seen}")
+    pytest.fail(f"the page never showed {what}; it showed {seen}")
 
 
 def test_an_operator_requests_a_complete_restore_a_dba_approves_and_watches_it(
@@ -82,15 +90,21 @@ def approve_and_watch(approver: Page, live_server, paws360, recovery, dba, api, 
     login(approver, live_server.url, dba.username, next_url=f"/admin/recovery/recoveryrequest/{recovery.pk}/change/")
     approver.fill("#approval-comment", "Checked with the registrar's office")
     screenshot(approver, "recovery-awaiting-approval")
+    gate = Path(api.start[-1])
+    gate.touch()  # the recovery waits at its services' restart while the test watches the page
     approver.click(".approve-button")
     expect(approver.locator(".messagelist")).to_contain_text("Approved")
-    seen = watch_steps(approver)
+    held = watch_until(approver, lambda width, done, finished: 0 < width < 100 and done > 0 and not finished,
+                       "the recovery part done (the bar along, some steps succeeded) while it is held")
+    gate.unlink()
+    final = watch_until(approver, lambda width, done, finished: finished, "the recovery finished")
 
     recovery.refresh_from_db()
     assert recovery.status == RecoveryRequest.Status.SUCCEEDED, recovery.error
-    widths = {int(width.removeprefix("width: ").rstrip("%;")) for width, _ in seen}
-    assert len({w for w in widths if 0 < w < 100}) >= 3, f"the bar did not move along: {seen}"
-    assert len({done for _, done in seen}) >= 4, f"the step list did not fill in live: {seen}"
+    assert held[0] < final[0] == 100 and held[1] < final[1], (held, final)
+    steps = list(recovery.steps.order_by("position"))
+    assert all(step.started and step.finished for step in steps)
+    assert all(a.finished <= b.started for a, b in itertools.pairwise(steps)), "one step after another"
     expect(approver.locator("#recovery-live tr.step-succeeded")).to_have_count(recovery.steps.count())
     expect(approver.locator(".field-status_badge")).to_contain_text("Succeeded")
     expect(approver.locator(".field-rto")).to_contain_text("within the RTO objective of 4 h 0 min")

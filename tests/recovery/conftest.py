@@ -20,7 +20,7 @@ from portal.models import ManagedDatabase
 from recovery import approvals, services
 from recovery.models import RecoveryRequest
 from recovery.perform import perform
-from tests.backups.conftest import backup_root, logical_policy, run_now  # noqa: F401 (fixtures)
+from tests.backups.conftest import logical_policy, run_now  # noqa: F401 (fixtures)
 from tests.clusters import free_port
 from tests.recovery.pitr_fixtures import archiving, base_policy, marked_target, recovery_root  # noqa: F401
 
@@ -37,9 +37,10 @@ def good_backup(logical_policy) -> Backup:  # noqa: F811
 
 @pytest.fixture
 def api(tmp_path, settings, monkeypatch) -> Iterator[services.AppService]:
-    """The stand-in API, running, and named in APP_SERVICES_FILE (here and in any worker started later)."""
-    port, pidfile = free_port(), tmp_path / "api.pid"
-    entry = {"name": "paws360-api", "start": [sys.executable, STANDIN, "start", str(port), str(pidfile)],
+    """The stand-in API, running, and named in APP_SERVICES_FILE (here and in any worker started later). Its start
+    command waits while the file `Path(api.start[-1])` exists: a test holds a recovery at its services' restart."""
+    port, pidfile, gate = free_port(), tmp_path / "api.pid", tmp_path / "api-start.gate"
+    entry = {"name": "paws360-api", "start": [sys.executable, STANDIN, "start", str(port), str(pidfile), str(gate)],
              "stop": [sys.executable, STANDIN, "stop", str(pidfile)], "health_url": f"http://127.0.0.1:{port}/health"}
     config = tmp_path / "services.json"
     config.write_text(json.dumps([entry]))

@@ -1,6 +1,7 @@
 """A small real HTTP service standing in for the PAWS360 API in recovery tests.
 
-    python standin_api.py start <port> <pidfile>   # starts it in the background, returns once it answers
+    python standin_api.py start <port> <pidfile> [gate]   # starts it in the background, returns once it answers;
+                                                          # while the file `gate` exists, it waits first
     python standin_api.py stop <pidfile>           # stops it, returns once it is gone
     python standin_api.py serve <port>             # what `start` runs
 """
@@ -33,7 +34,12 @@ def serve(port: int) -> None:
     http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
 
 
-def start(port: int, pidfile: Path) -> None:
+def start(port: int, pidfile: Path, gate: Path | None = None) -> None:
+    """A test holds a recovery at this step, deterministically, for as long as it keeps the gate file."""
+    for _ in range(1000):
+        if gate is None or not gate.exists():
+            break
+        time.sleep(0.1)
     proc = subprocess.Popen([sys.executable, __file__, "serve", str(port)], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     pidfile.write_text(str(proc.pid))
@@ -64,6 +70,6 @@ if __name__ == "__main__":
     if command == "serve":
         serve(int(sys.argv[2]))
     elif command == "start":
-        start(int(sys.argv[2]), Path(sys.argv[3]))
+        start(int(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]) if len(sys.argv) > 4 else None)
     elif command == "stop":
         stop(Path(sys.argv[2]))
