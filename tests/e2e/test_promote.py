@@ -58,7 +58,7 @@ def test_an_operator_asks_to_make_a_recovered_cluster_production_and_a_dba_appro
         shot = screenshot(approver, "promote-awaiting-approval")
         approver.click(".approve-button")
         expect(approver.locator(".messagelist")).to_contain_text("Approved")
-        watch_until(approver, lambda width, done, finished: finished, "the promotion finished")
+        watch_until(approver, lambda width, done, finished: finished and done > 0, "the promotion finished")
         promotion.refresh_from_db()
         assert promotion.status == RecoveryRequest.Status.SUCCEEDED, promotion.error
         expect(approver.locator("#recovery-live tr.step-succeeded")).to_have_count(promotion.steps.count())

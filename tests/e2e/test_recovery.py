@@ -97,7 +97,8 @@ def approve_and_watch(approver: Page, live_server, paws360, recovery, dba, api, 
     held = watch_until(approver, lambda width, done, finished: 0 < width < 100 and done > 0 and not finished,
                        "the recovery part done (the bar along, some steps succeeded) while it is held")
     gate.unlink()
-    final = watch_until(approver, lambda width, done, finished: finished, "the recovery finished")
+    final = watch_until(approver, lambda width, done, finished: finished and done > held[1],
+                        "the recovery finished, every step succeeded")
 
     recovery.refresh_from_db()
     assert recovery.status == RecoveryRequest.Status.SUCCEEDED, recovery.error
