@@ -12,7 +12,6 @@ removes them: in the worker (`removed_unless_good`, around taking and verifying)
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,14 +45,7 @@ def remove(backup: Backup) -> list[Path]:
         return []
     paths = final_paths(stored)
     removed = files.remove_temps(paths[0], *(path.name for path in paths[1:] if path.parent == paths[0].parent))
-    for path in paths:
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-        else:
-            continue
-        removed.append(path)
+    removed += [path for path in paths if files.remove_path(path)]
     if removed:
         files.fsync_dir(paths[0].parent)
     return removed
