@@ -178,6 +178,11 @@ def extract(folder: Path, into: Path) -> None:
     shutil.copy2(folder / "backup_manifest", into / "backup_manifest")
 
 
+def verify_scratch(folder: Path) -> Path:
+    """Where verification extracts the base backup in `folder`, beside it."""
+    return folder.with_name(f".verify-{folder.name}")
+
+
 def check(backup: Backup, reporter: Reporter) -> str:
     """Every tar file's sha256 against the catalog (a damaged one is named), then pg_verifybackup on an extracted
     copy: files against the manifest, and the WAL range parsed. The verification of `backups.verify.VERIFIERS` for
@@ -185,7 +190,7 @@ def check(backup: Backup, reporter: Reporter) -> str:
     check_checksum(backup)
     reporter.log(f"verification: the sha256 of each of {len(backup.manifest.get('files', {}))} files matches")
     folder = backup.local_path
-    scratch = folder.with_name(f".verify-{folder.name}")
+    scratch = verify_scratch(folder)
     try:
         shutil.rmtree(scratch, ignore_errors=True)
         extract(folder, scratch)

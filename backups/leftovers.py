@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from backups import dump, files
+from backups import basebackup, dump, files
 from backups.models import Backup, BackupPolicy
 from portal import audit
 from portal.jobs import Reporter
@@ -38,13 +38,16 @@ def final_paths(backup: Backup) -> list[Path]:
 
 def remove(backup: Backup) -> list[Path]:
     """Remove what the failed run of `backup` wrote, as its row records it: the temporary files of what was being
-    written and the files under their final names; what was removed. A path that another row names too (a base
-    backup of the same cluster named in the same second) is left alone: it is that row's."""
+    written (and a base backup's copy extracted for its verification) and the files under their final names; what
+    was removed. A path that another row names too (a base backup of the same cluster named in the same second) is
+    left alone: it is that row's."""
     stored = Backup.objects.select_related("policy").get(pk=backup.pk)
     if not stored.path or Backup.objects.filter(path=stored.path).exclude(pk=stored.pk).exists():
         return []
     paths = final_paths(stored)
     removed = files.remove_temps(paths[0], *(path.name for path in paths[1:] if path.parent == paths[0].parent))
+    if stored.kind == BackupPolicy.Kind.BASE and files.remove_path(scratch := basebackup.verify_scratch(paths[0])):
+        removed.append(scratch)
     removed += [path for path in paths if files.remove_path(path)]
     if removed:
         files.fsync_dir(paths[0].parent)
