@@ -5,7 +5,9 @@ bench/bench_basebackup.py) with the WAL it needs streamed alongside (`--wal-meth
 restorable on its own) and a manifest, into `.partial-<name>` beside its final folder, fsynced, then renamed.
 Start and end LSN, timeline and the first WAL segment it needs come from the manifest's WAL-Ranges.
 
-PostgreSQL 15's pg_verifybackup reads plain-format backups only, so verification extracts the tar files
+Verification first checks each tar file's sha256 against the catalog: pg_verifybackup has no checksum of the WAL,
+it parses the records between the start and the end, and a flipped byte elsewhere in pg_wal.tar goes unnoticed.
+PostgreSQL 15's pg_verifybackup reads plain-format backups only, so verification then extracts the tar files
 into a temporary folder beside the backup and runs the full check there: every file against the manifest's
 checksums, and the WAL range parsed with pg_waldump.
 """
@@ -25,6 +27,7 @@ from django.utils import timezone
 
 from backups import files, walarchive
 from backups.models import Backup, BackupPolicy
+from backups.restore import check_checksum
 from portal import pg
 from portal.jobs import Reporter
 
@@ -175,11 +178,19 @@ def extract(folder: Path, into: Path) -> None:
     shutil.copy2(folder / "backup_manifest", into / "backup_manifest")
 
 
+def verify_scratch(folder: Path) -> Path:
+    """Where verification extracts the base backup in `folder`, beside it."""
+    return folder.with_name(f".verify-{folder.name}")
+
+
 def check(backup: Backup, reporter: Reporter) -> str:
-    """pg_verifybackup on an extracted copy: files against the manifest, and the WAL range parsed. The
-    verification of `backups.verify.VERIFIERS` for base backups (it records the outcome, under a lease)."""
+    """Every tar file's sha256 against the catalog (a damaged one is named), then pg_verifybackup on an extracted
+    copy: files against the manifest, and the WAL range parsed. The verification of `backups.verify.VERIFIERS` for
+    base backups (it records the outcome, under a lease)."""
+    check_checksum(backup)
+    reporter.log(f"verification: the sha256 of each of {len(backup.manifest.get('files', {}))} files matches")
     folder = backup.local_path
-    scratch = folder.with_name(f".verify-{folder.name}")
+    scratch = verify_scratch(folder)
     try:
         shutil.rmtree(scratch, ignore_errors=True)
         extract(folder, scratch)

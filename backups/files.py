@@ -55,17 +55,19 @@ def temp_name(final: Path) -> Path:
 def remove_temps(final: Path, *siblings: str) -> list[Path]:
     """The temporary files or folders of `final` and of its siblings (names in the same folder) that a dead run
     left behind: what it removed."""
-    removed = []
-    for name in (final.name, *siblings):
-        temp = temp_name(final.with_name(name))
-        if temp.is_dir():
-            shutil.rmtree(temp)
-        elif temp.exists():
-            temp.unlink()
-        else:
-            continue
-        removed.append(temp)
-    return removed
+    temps = [temp_name(final.with_name(name)) for name in (final.name, *siblings)]
+    return [temp for temp in temps if remove_path(temp)]
+
+
+def remove_path(path: Path) -> bool:
+    """Remove a file, or a folder with everything below it; False if there was nothing."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+    else:
+        return False
+    return True
 
 
 @contextmanager

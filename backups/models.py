@@ -262,16 +262,15 @@ class Backup(Job):
         return [(extra["path"], extra["sha256"])] if extra.get("path") else []
 
     def on_reaped(self) -> None:
-        """What the dead run left half done (its programs were ended first): its temporary files, and the scratch
-        database of a verification it was running. A dump it had finished stays under its final name, in the
-        catalogue as a failed run. The audit event names what went."""
-        from backups import dump, files, verify  # they import this module
+        """What the dead run left (its programs were ended first): its temporary files, the files it had finished
+        under their final names (a failed run keeps none: `backups.leftovers`), and the scratch database of a
+        verification it was running. The audit event names what went."""
+        from backups import leftovers, verify  # they import this module
 
         if not self.path:
             return
-        logical = self.kind == BackupPolicy.Kind.LOGICAL
-        removed = files.remove_temps(self.local_path, *([dump.globals_name(self)] if logical else []))
-        dropped = verify.drop_scratch_of(self) if logical else []
+        removed = leftovers.remove(self)
+        dropped = verify.drop_scratch_of(self) if self.kind == BackupPolicy.Kind.LOGICAL else []
         audit.record("backup.cleanup", obj=self, details={"removed": [str(p) for p in removed], "dropped": dropped})
 
 

@@ -1,8 +1,8 @@
 """One pipeline for every backup, however it was started (the admin, a schedule, `manage.py backup_now`):
 take the backup of its kind, verify it when the policy says so, then what follows a good backup.
 
-A backup whose verification fails is a failed backup: nothing that fails is catalogued as good, and nothing
-after `take` runs for it.
+A backup whose verification fails is a failed backup: nothing that fails is catalogued as good, nothing after `take`
+runs for it, and it keeps nothing under a final name (`backups.leftovers`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from django.utils.module_loading import import_string
 
-from backups import offsite, retention, verify
+from backups import leftovers, offsite, retention, verify
 from backups.models import Backup, BackupPolicy
 from portal import audit
 from portal.jobs import Reporter
@@ -53,14 +53,15 @@ def perform(backup: Backup, reporter: Reporter) -> None:
         if reason := hold(backup):
             raise BackupFailed(f"not taken: {reason}")
     verify_now = backup.policy.is_verification_due()
-    take(backup, reporter)
-    if reporter.cancel.is_set():
-        return
-    if not verify_now:
-        Backup.objects.filter(pk=backup.pk).update(verification=Backup.Verification.SKIPPED)
-        reporter.log(f"verification skipped: the policy verifies every {backup.policy.verify_every} backups")
-    elif backup.kind in verify.VERIFIERS and not verify.verify(backup, reporter, actor=backup.triggered_by):
-        raise BackupFailed(f"verification failed: {Backup.objects.get(pk=backup.pk).verification_error}")
+    with leftovers.removed_unless_good(backup, reporter):
+        take(backup, reporter)
+        if reporter.cancel.is_set():
+            return
+        if not verify_now:
+            Backup.objects.filter(pk=backup.pk).update(verification=Backup.Verification.SKIPPED)
+            reporter.log(f"verification skipped: the policy verifies every {backup.policy.verify_every} backups")
+        elif backup.kind in verify.VERIFIERS and not verify.verify(backup, reporter, actor=backup.triggered_by):
+            raise BackupFailed(f"verification failed: {Backup.objects.get(pk=backup.pk).verification_error}")
     after_success(backup, reporter)
 
 

@@ -19,11 +19,15 @@ class ChecksumMismatch(Exception):
     """The stored backup is not the one catalogued: it must not be restored."""
 
 
+class BackupMissing(ChecksumMismatch):
+    """A file of the backup is not there (deleted, or its disk not mounted): not restorable, but not found damaged."""
+
+
 def check_checksum(backup: Backup) -> None:
     """Recompute the stored backup's sha256 (and its globals file's); raise ChecksumMismatch unless they match."""
     path = backup.local_path
     if not path.exists():
-        raise ChecksumMismatch(f"{path} is missing")
+        raise BackupMissing(f"{path} is missing")
     if path.is_dir():
         _, digest, per_file = files.tree_digest(path)
         if digest != backup.sha256:
@@ -38,8 +42,11 @@ def check_checksum(backup: Backup) -> None:
     extra = backup.manifest.get("globals")
     if extra:
         globals_path = backup.policy.primary_root() / extra["path"]
-        if not globals_path.exists() or files.sha256_of(globals_path) != extra["sha256"]:
-            raise ChecksumMismatch(f"the globals file {extra['path']} is missing or its sha256 does not match")
+        if not globals_path.exists():
+            raise BackupMissing(f"the globals file {extra['path']} is missing")
+        if (digest := files.sha256_of(globals_path)) != extra["sha256"]:
+            raise ChecksumMismatch(f"sha256 of the globals file {extra['path']} is {digest}, "
+                                   f"catalogued {extra['sha256']}")
 
 
 def restore_logical(backup: Backup, target: pg.Target, reporter: Reporter, *, jobs: int = 1,

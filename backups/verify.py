@@ -4,6 +4,7 @@ A logical backup is `verified` only after its checksum matched, it was restored 
 every table's row count matched the counts taken in the dump's own snapshot; the scratch database is dropped
 whatever happens. An archive (configuration, application data) is verified by reading every member back and
 comparing it with the checksum manifest. The backup is leased while it is verified, so retention leaves it.
+A backup found damaged at another time (`mark_damaged`) is recorded the same way: verification `failed`.
 """
 
 from __future__ import annotations
@@ -108,10 +109,20 @@ VERIFIERS: dict[str, Callable[[Backup, Reporter], str]] = {
 }
 
 
-def _record(backup: Backup, state: str, error: str, seconds: float) -> None:
+def _record(backup: Backup, state: str, error: str, seconds: float | None) -> None:
     backup.verification, backup.verification_error, backup.verification_seconds = state, error[:10_000], seconds
     backup.verified_at = timezone.now()
     backup.save(update_fields=["verification", "verification_error", "verification_seconds", "verified_at"])
+
+
+def mark_damaged(backup: Backup, reason: str, *, found_by: str, actor: str = "system") -> None:
+    """`backup` was found damaged outside a verification (a recovery's checksum check or extraction): it is no
+    longer verified (verification `failed`, with the reason and when), so no automatic choice takes it again, and
+    an audit event says who found what."""
+    _record(backup, Backup.Verification.FAILED, reason, backup.verification_seconds)
+    log.warning("backup %s found damaged by %s: %s", backup.pk, found_by, reason)
+    audit.record("backup.damaged", actor=actor, obj=backup, target=str(backup), outcome=audit.Outcome.FAILURE,
+                 details={"found_by": found_by, "error": backup.verification_error})
 
 
 def verify(backup: Backup, reporter: Reporter, *, actor: str = "system") -> bool:

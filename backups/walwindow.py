@@ -43,6 +43,13 @@ class Window:
     def recoverable(self) -> bool:
         return self.start is not None
 
+    def gap_after(self, covered: Range) -> walcatalog.Gap | None:
+        """The gap where `covered` ends: WAL missing right after its last segment (None: it ends at the newest)."""
+        if not self.gaps:
+            return None
+        _, last = walarchive.parse_segment(covered.last_segment, self.gaps[0].segment_size)
+        return next((gap for gap in self.gaps if gap.first == last + 1), None)
+
     def as_tuple(self) -> tuple[datetime | None, datetime | None, list[walcatalog.Gap]]:
         return self.start, self.end, self.gaps
 

@@ -3,7 +3,8 @@
 Good means: a full logical backup that succeeded, was verified by restore, and was not removed by retention.
 The default is the newest good backup of the database whose files still match their catalogued checksum; a
 backup chosen by name must be good and match, or the recovery is refused with the reason, both when it is
-requested (a form error) and again when it runs.
+requested (a form error) and again when it runs. A backup whose files no longer match is marked damaged
+(`backups.verify.mark_damaged`: no longer verified), so no later choice reads it again.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from collections.abc import Callable
 
 from django.db.models import QuerySet
 
+from backups import verify
 from backups.models import Backup, BackupPolicy
-from backups.restore import ChecksumMismatch, check_checksum
+from backups.restore import BackupMissing, ChecksumMismatch, check_checksum
 from portal.models import ManagedCluster, ManagedDatabase
 
 
@@ -60,7 +62,10 @@ def check(backup: Backup, database: ManagedDatabase | None = None) -> None:
         raise Unusable(reason)
     try:
         check_checksum(backup)
+    except BackupMissing as exc:
+        raise Unusable(f"backup #{backup.pk} ({backup}) is corrupt: {exc}") from exc
     except ChecksumMismatch as exc:
+        verify.mark_damaged(backup, str(exc), found_by="a recovery's checksum check", actor="system:recovery")
         raise Unusable(f"backup #{backup.pk} ({backup}) is corrupt: {exc}") from exc
 
 

@@ -79,6 +79,7 @@ def restore_complete(request: RecoveryRequest, reporter: Reporter) -> None:
                 swap(request, names, steps, step)
         else:
             with steps.run(REGISTER) as step:
+                keep_connection_limit(request, names, steps, step)
                 databases.register(request.cluster, names.restored, ManagedDatabase.Environment.STAGING)
                 steps.log(step, f"{names.restored} is registered as a staging database of {request.cluster}")
     except BaseException as exc:
@@ -132,8 +133,8 @@ def restore_beside(request: RecoveryRequest, backup: Backup, names: Names, steps
         databases.create_like(cluster, names.restored, names.production)
         request.result_database = names.restored
         request.save(update_fields=["result_database"])
-        steps.log(step, f"created {names.restored} with the owner, encoding, locale, privileges and settings of "
-                        f"{names.production}")
+        steps.log(step, f"created {names.restored} with the owner, encoding, locale, privileges, settings (its own "
+                        f"and per role), comment and security labels of {names.production}")
     target = cluster.target(names.restored)
     with steps.run(RESTORE) as step:
         for service in app:
@@ -164,7 +165,14 @@ def verify(request: RecoveryRequest, backup: Backup, target, steps: Steps, step:
     request.save(update_fields=["verification"])
 
 
+def keep_connection_limit(request: RecoveryRequest, names: Names, steps: Steps, step: RecoveryStep) -> None:
+    """Production's connection limit on the restored database, now that the restore's own connections are done."""
+    limit = databases.copy_connection_limit(request.cluster, names.restored, names.production)
+    steps.log(step, f"{names.restored}: connection limit {'none' if limit < 0 else limit}, as {names.production}'s")
+
+
 def swap(request: RecoveryRequest, names: Names, steps: Steps, step: RecoveryStep) -> None:
+    keep_connection_limit(request, names, steps, step)
     request.verification["before_database"] = names.before
     request.save(update_fields=["verification"])
     databases.swap(request.cluster, names.production, names.restored, names.before,

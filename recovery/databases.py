@@ -57,8 +57,10 @@ def exists(cluster: ManagedCluster, name: str) -> bool:
 
 
 def create_like(cluster: ManagedCluster, name: str, model: str) -> None:
-    """Create the empty database `name` with the owner, encoding, locale, privileges and settings of `model`
-    (which pg_dump leaves out without --create); with template0's when `model` is gone."""
+    """Create the empty database `name` with what pg_dump leaves out of `model` without --create: its owner,
+    encoding, locale, privileges, settings (its own and each role's in it), comment and security labels; with
+    template0's when `model` is gone. Its connection limit is copied once the restore is done
+    (`copy_connection_limit`): a low one would keep the restore's own connections out."""
     ident = sql.Identifier(name)
     with admin_connection(cluster) as conn:
         row = conn.execute("SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype, oid"
@@ -71,11 +73,21 @@ def create_like(cluster: ManagedCluster, name: str, model: str) -> None:
                      .format(ident, sql.Identifier(owner), sql.Literal(encoding), sql.Literal(collate),
                              sql.Literal(ctype)))
         try:
-            _copy_privileges(conn, oid, ident)
-            _copy_settings(conn, oid, ident)
+            for copy in (_copy_privileges, _copy_settings, _copy_comment, _copy_security_labels):
+                copy(conn, oid, ident)
         except BaseException:
             conn.execute(sql.SQL("DROP DATABASE {}").format(ident))
             raise
+
+
+def copy_connection_limit(cluster: ManagedCluster, name: str, model: str) -> int:
+    """Give `name` the connection limit of `model` (-1: none, PostgreSQL's default); the limit."""
+    with admin_connection(cluster) as conn:
+        row = conn.execute("SELECT datconnlimit FROM pg_database WHERE datname = %s", [model]).fetchone()
+        limit = row[0] if row else -1
+        conn.execute(sql.SQL("ALTER DATABASE {} WITH CONNECTION LIMIT {}").format(sql.Identifier(name),
+                                                                                sql.Literal(limit)))
+    return limit
 
 
 def _copy_privileges(conn: psycopg.Connection, oid: int, ident: sql.Identifier) -> None:
@@ -92,13 +104,38 @@ def _copy_privileges(conn: psycopg.Connection, oid: int, ident: sql.Identifier) 
 
 
 def _copy_settings(conn: psycopg.Connection, oid: int, ident: sql.Identifier) -> None:
-    row = conn.execute("SELECT setconfig FROM pg_db_role_setting WHERE setdatabase = %s AND setrole = 0",
-                       [oid]).fetchone()
-    for entry in row[0] if row else []:
-        name, _, value = entry.partition("=")
-        values = _split_list(value) if name in LIST_SETTINGS else [value]
-        conn.execute(sql.SQL("ALTER DATABASE {} SET {} TO {}").format(
-            ident, sql.Identifier(name), sql.SQL(", ").join(sql.Literal(v) for v in values)))
+    """`ALTER DATABASE ... SET` and `ALTER ROLE ... IN DATABASE ... SET`: every pg_db_role_setting row of it."""
+    rows = conn.execute("SELECT CASE WHEN setrole = 0 THEN NULL ELSE pg_get_userbyid(setrole) END, setconfig"
+                        " FROM pg_db_role_setting WHERE setdatabase = %s ORDER BY setrole", [oid]).fetchall()
+    for role, config in rows:
+        alter = (sql.SQL("ALTER ROLE {} IN DATABASE {}").format(sql.Identifier(role), ident) if role
+                 else sql.SQL("ALTER DATABASE {}").format(ident))
+        for entry in config or []:
+            name, _, value = entry.partition("=")
+            values = _split_list(value) if name in LIST_SETTINGS else [value]
+            conn.execute(sql.SQL("{} SET {} TO {}").format(
+                alter, sql.Identifier(name), sql.SQL(", ").join(sql.Literal(v) for v in values)))
+
+
+def _copy_comment(conn: psycopg.Connection, oid: int, ident: sql.Identifier) -> None:
+    comment = conn.execute("SELECT shobj_description(%s, 'pg_database')", [oid]).fetchone()[0]
+    if comment is not None:
+        conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(ident, sql.Literal(comment)))
+
+
+def _copy_security_labels(conn: psycopg.Connection, oid: int, ident: sql.Identifier) -> None:
+    """A database's labels are in pg_shseclabel (databases are shared objects). Setting one needs its provider
+    loaded: without it PostgreSQL refuses, and the database is not made rather than made without the label."""
+    labels = conn.execute("SELECT provider, label FROM pg_shseclabel WHERE objoid = %s"
+                          " AND classoid = 'pg_database'::regclass ORDER BY provider", [oid]).fetchall()
+    for provider, label in labels:
+        try:
+            conn.execute(sql.SQL("SECURITY LABEL FOR {} ON DATABASE {} IS {}").format(
+                sql.Identifier(provider), ident, sql.Literal(label)))
+        except psycopg.errors.InvalidParameterValue as exc:
+            raise DatabaseError(f"the database has the security label {label!r} of provider {provider}, which this "
+                                f"server has not loaded ({exc}): the restored database would lose it; load the "
+                                "provider (shared_preload_libraries) and restore again") from exc
 
 
 def _split_list(value: str) -> list[str]:

@@ -1,12 +1,14 @@
 """Point-in-time recovery (Scenario 2): a new cluster beside production, recovered to a moment in time.
 
-The target time is checked against the recoverable window when the request is made and again when it runs.
-The newest succeeded, verified, unexpired base backup that ended before the target is restored into a new
-data directory (RECOVERY_ROOT/<name>, never the source's), with restore_command fetching from the source's
-WAL archive, recovery_target_time in UTC with its offset, recovery_target_action = 'pause' and
-recovery.signal. The server starts on a free port of 127.0.0.1 as the cluster's OS user; the portal follows
-the replay and promotes only once PostgreSQL paused at the target (see recovery/replay.py). The result is
-verified and registered as a new managed cluster (its databases as staging), with the measured RTO and RPO.
+The target time is checked against the recoverable window when the request is made and again when it runs; a
+target beyond a gap in the archive is refused naming the gap and the windows. The newest succeeded, verified,
+unexpired base backup that ended before the target (the next one, when it is found damaged while it is extracted:
+it is marked so) is restored into a new data directory (RECOVERY_ROOT/<name>, never the source's), with
+restore_command fetching from the source's WAL archive, recovery_target_time in UTC with its offset,
+recovery_target_action = 'pause' and recovery.signal. The server starts on a free port of 127.0.0.1 as the
+cluster's OS user; the portal follows the replay and promotes only once PostgreSQL paused at the target (see
+recovery/replay.py). The result is verified and registered as a new managed cluster (its databases as staging),
+with the measured RTO and RPO.
 
 Making a recovered cluster production (swapping data directories on a local cluster) is a separate, approved
 request (recovery/promote.py): a request with destination "replace" is refused and pointed there.
@@ -18,6 +20,7 @@ worker was killed is cleaned up by the reaper (RecoveryRequest.on_reaped) or by 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from collections.abc import Callable, Iterator
@@ -37,6 +40,7 @@ from psycopg import sql
 
 from backups import leases, walarchive, walcatalog, walsetup
 from backups.models import Backup, BackupPolicy, WalArchive, WalSegment
+from backups.verify import mark_damaged
 from backups.walwindow import Range, kept_base_backups, range_of, recoverable_window
 from portal import audit, jobs, pg
 from portal.jobs import Reporter
@@ -101,14 +105,24 @@ def archive_of(cluster: ManagedCluster) -> WalArchive:
     return archive
 
 
+def spans(ranges: list[Range]) -> str:
+    texts = [f"{utc(r.start)} … {utc(r.end)}" for r in ranges]
+    return f"{', '.join(texts[:-1])} and {texts[-1]}" if len(texts) > 1 else texts[0]
+
+
 def window_text(ranges: list[Range]) -> str:
-    spans = ", ".join(f"{utc(r.start)} … {utc(r.end)}" for r in ranges)
-    return f"the recoverable window{'s' if len(ranges) > 1 else ''} {spans}"
+    return f"the recoverable window{'s' if len(ranges) > 1 else ''} {spans(ranges)}"
+
+
+def gap_text(gap: walcatalog.Gap) -> str:
+    return f"WAL from {gap.first_name} to {gap.last_name} is missing" if gap.count > 1 else \
+        f"WAL {gap.first_name} is missing"
 
 
 def check_target(cluster: ManagedCluster, target: datetime) -> Range:
-    """The part of the recoverable window that holds `target`; Refused, stating the window, when none does.
-    A target must be before the newest archived commit: PostgreSQL stops at the first commit after it."""
+    """The part of the recoverable window that holds `target`; Refused, stating the window, when none does (and
+    the gap in the archive that ends the window before the target, when one does). A target must be before the
+    newest archived commit: PostgreSQL stops at the first commit after it."""
     if timezone.is_naive(target):
         raise Refused("give the target time with its time zone (or UTC offset)")
     archive_of(cluster)
@@ -119,7 +133,12 @@ def check_target(cluster: ManagedCluster, target: datetime) -> Range:
         if candidate.start <= target < candidate.end:
             return candidate
     reason = f"{utc(target)} is outside {window_text(window.ranges)}"
-    if target >= window.ranges[-1].end:
+    before = [r for r in window.ranges if r.end <= target]
+    gap = window.gap_after(before[-1]) if before else None
+    if gap is not None:  # the WAL after the window is there, but replay cannot cross the gap
+        reason = (f"{utc(target)} cannot be reached: {gap_text(gap)}; recoverable "
+                  f"window{'s' if len(window.ranges) > 1 else ''}: {spans(window.ranges)}")
+    elif target >= window.ranges[-1].end:
         reason += (f" (recovery stops at the first commit after the target; the newest archived commit is at "
                    f"{utc(window.ranges[-1].end)})")
     elif target < window.ranges[0].start:
@@ -269,21 +288,26 @@ def name_of(request: RecoveryRequest) -> str:
 
 
 def restore(build: Build) -> None:
-    """Base backup → new data directory → recovery settings → replay to the target → promote."""
+    """Base backup → new data directory → recovery settings → replay to the target → promote. With the choice left
+    to the portal, a backup found damaged while it is extracted is marked so, and the next one that reaches the
+    target is extracted instead."""
     request, steps = build.request, build.steps
+    by_hand = bool(request.backup_id)
     with steps.run(STEP_BACKUP):
         say = build.say(STEP_BACKUP)
-        if request.backup_id:
+        if by_hand:
             build.backup = Backup.objects.get(pk=request.backup_id)
             check_backup(build.backup, build.source, build.target_time)
         else:
             build.backup = choose_backup(build.source, build.target_time, say)
-        say(f"{build.backup}: ended {utc(build.backup.finished)}, WAL from {build.backup.start_wal} "
-            f"({build.backup.start_lsn}), verified {utc(build.backup.verified_at)}")
+        say(describe(build.backup))
         RecoveryRequest.objects.filter(pk=request.pk).update(backup=build.backup)
-    with leases.hold(build.backup, f"recovery:{request.pk}"):
+    with contextlib.ExitStack() as lease:
+        lease.enter_context(leases.hold(build.backup, f"recovery:{request.pk}"))
         with steps.run(STEP_EXTRACT):
-            extract(build)
+            while not extracted(build, by_hand):
+                lease.close()  # the damaged backup's lease; the next one is held instead
+                lease.enter_context(leases.hold(build.backup, f"recovery:{request.pk}"))
         with steps.run(STEP_SETTINGS):
             write_settings(build)
         with steps.run(STEP_REPLAY):
@@ -294,6 +318,37 @@ def restore(build: Build) -> None:
         audit.record("recovery.pitr.promote", actor=request.triggered_by or "system", obj=request,
                      target=str(build.source), details={"target": for_postgres(build.target_time),
                                                         "stopped": build.reached.stop_line})
+
+
+def describe(backup: Backup) -> str:
+    return (f"{backup}: ended {utc(backup.finished)}, WAL from {backup.start_wal} ({backup.start_lsn}), "
+            f"verified {utc(backup.verified_at)}")
+
+
+def extracted(build: Build, by_hand: bool) -> bool:
+    """Extract the chosen backup: True once done. A backup found damaged is marked so (no longer verified); one
+    chosen by hand fails the step, otherwise its half-extracted copy is removed, the next backup that reaches the
+    target is chosen, and False says to extract that one."""
+    assert build.backup is not None
+    try:
+        extract(build)
+        return True
+    except newcluster.DamagedBackup as damage:
+        say = build.say(STEP_EXTRACT)
+        mark_damaged(build.backup, str(damage), found_by=f"recovery #{build.request.pk} extracting it",
+                     actor="system:recovery")
+        say(f"{build.backup} is damaged, marked as failed verification: {damage}")
+        if by_hand or build.cluster is None:
+            raise
+        newcluster.remove(build.cluster)
+        build.cluster = None
+        try:
+            build.backup = choose_backup(build.source, build.target_time, say)
+        except Refused as exc:
+            raise newcluster.DamagedBackup(f"{damage}; no other base backup can serve: {exc}") from damage
+        say(f"falling back to the next good base backup, {describe(build.backup)}")
+        RecoveryRequest.objects.filter(pk=build.request.pk).update(backup=build.backup)
+        return False
 
 
 def extract(build: Build) -> None:

@@ -60,8 +60,16 @@ def test_a_damaged_base_backup_fails_verification(base_policy):
     manifest.write_text(manifest.read_text().replace('"Size": 8192', '"Size": 8193', 1))
     assert not verify.verify(backup, QuietReporter(backup))
     backup.refresh_from_db()
+    assert backup.verification == Backup.Verification.FAILED
+    assert backup.verification_error.startswith(f"sha256 of {backup.name} is ")
+    assert backup.verification_error.endswith("files that differ: backup_manifest")
+    # Damaged before it was catalogued (the catalog's checksums are of the damaged files): pg_verifybackup finds it.
+    backup.size_bytes, backup.sha256, backup.manifest["files"] = files.tree_digest(backup.local_path)
+    backup.save()
+    assert not verify.verify(backup, QuietReporter(backup))
+    backup.refresh_from_db()
     assert backup.verification_error.startswith("pg_verifybackup:")
-    assert backup.verification == Backup.Verification.FAILED and backup.verification_error
+    assert backup.verification == Backup.Verification.FAILED
 
 
 def pg_basebackup_child() -> int | None:

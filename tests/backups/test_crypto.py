@@ -7,8 +7,9 @@ import subprocess
 
 import pytest
 
-from backups import crypto
+from backups import crypto, dump
 from backups.models import Backup, BackupPolicy
+from portal.models import AuditEvent
 from tests.backups.conftest import run_now
 
 AGE_MAGIC = b"age-encryption.org/v1"
@@ -71,3 +72,7 @@ def test_verification_without_the_identity_fails_and_says_why(logical_policy, ag
     assert backup.status == Backup.Status.FAILED
     assert backup.verification == Backup.Verification.FAILED
     assert "BACKUP_AGE_IDENTITY_FILE names /nonexistent/backup.key" in backup.verification_error
+    logical = logical_policy.primary_root() / "logical"
+    assert [p for p in logical.rglob("*") if p.is_file()] == [], "a run whose verification failed keeps no file"
+    removed = AuditEvent.objects.get(action="backup.cleanup", object_id=str(backup.pk)).details["removed"]
+    assert sorted(p.rsplit("/", 1)[1] for p in removed) == sorted([backup.name, dump.globals_name(backup)])

@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 
 from backups.models import Backup
+from portal.models import AuditEvent
 from recovery import choose
 from recovery.models import RecoveryRequest
 from tests.backups.conftest import catalog
@@ -61,6 +62,8 @@ def test_a_corrupt_backup_chosen_is_refused_before_anything_is_stopped(sample_da
     assert request.status == RecoveryRequest.Status.FAILED
     assert request.error.startswith(f"backup #{good_backup.pk} ({good_backup}) is corrupt: sha256 of")
     assert "catalogued" in request.error
+    good_backup.refresh_from_db()
+    assert good_backup.verification == Backup.Verification.FAILED, "found damaged: no longer verified"
     assert health.seen == ["up"], "the services were never stopped"
     assert database_names(sample_database) == {sample_database.name}
     assert query(sample_database, "SELECT count(*) FROM paws360.students") == before
@@ -76,3 +79,24 @@ def test_an_unverified_backup_chosen_is_refused_with_the_reason(sample_database,
     assert request.error == (f"backup #{unverified.pk} ({unverified}) is not verified by restore (not verified yet);"
                              " choose a verified one")
     assert database_names(sample_database) == {sample_database.name}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_backup_found_damaged_by_a_recovery_is_marked_and_the_next_choice_is_the_previous_good_one(
+        sample_database, good_backup, older, operator):
+    victim = largest_file(good_backup)
+    flip_bytes(victim, victim.stat().st_size // 2)
+    assert choose.newest(sample_database) == good_backup, "the catalogue alone does not know yet"
+
+    request = run(submit(sample_database, operator, destination=RecoveryRequest.Destination.BESIDE))
+
+    assert request.status == RecoveryRequest.Status.SUCCEEDED, request.error
+    assert request.backup == older, "the automatic choice passed over the damaged backup"
+    good_backup.refresh_from_db()
+    assert good_backup.verification == Backup.Verification.FAILED
+    assert good_backup.verification_error.startswith(f"sha256 of {good_backup.name} is ")
+    assert good_backup.verified_at > request.created, "when it was found damaged"
+    event = AuditEvent.objects.get(action="backup.damaged", object_id=str(good_backup.pk))
+    assert event.outcome == "failure" and event.details["found_by"] == "a recovery's checksum check"
+    assert choose.newest(sample_database) == older, "the next choice, from the catalogue alone"
+    assert "is not verified by restore (verification failed: sha256 of" in choose.refusal(good_backup)
