@@ -15,5 +15,14 @@ class PortalConfig(AppConfig):
     verbose_name = "Portal"
 
     def ready(self) -> None:
+        from django.contrib import admin
+
+        from portal import (
+            adminguard,
+            checks,  # noqa: F401 (registers the system checks)
+        )
+
         # Once, after the last app: by then every app's permissions exist.
         post_migrate.connect(_after_migrate, dispatch_uid="portal.after_migrate")
+        # The admin registered every app's pages when it started, before this app.
+        adminguard.guard(admin.site)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from portal import jobs, targets
+from django.conf import settings
+
+from portal import jobs, logfiles, targets
 
 
 def reap_dead_jobs() -> int:
@@ -11,3 +13,7 @@ def reap_dead_jobs() -> int:
 
 def refresh_targets() -> int:
     return targets.refresh_all()
+
+
+def rotate_log() -> bool:
+    return logfiles.rotate(settings.LOG_FILE, settings.LOG_MAX_BYTES, settings.LOG_BACKUPS)
