@@ -15,7 +15,7 @@ from portal.templatetags.portal_format import size
 
 def status_badge(ok: bool | None, good: str, bad: str, title: str = "") -> str:
     if ok is None:
-        return format_html('<span class="status unknown">not checked</span>')
+        return format_html('<span class="status unknown">{}</span>', "not checked")
     css, text = ("ok", good) if ok else ("fail", bad)
     return format_html('<span class="status {}" title="{}">{}</span>', css, title, text)
 
@@ -80,7 +80,7 @@ class ManagedClusterAdmin(AuditedAdmin):
     def size_display(self, obj: ManagedCluster) -> str:
         return size(obj.size_bytes)
 
-    @admin.action(description="Check status now")
+    @admin.action(description="Check status now", permissions=["change"])
     def check_now(self, request: HttpRequest, queryset: QuerySet[ManagedCluster]) -> None:
         for cluster in queryset:
             reachable = cluster.refresh_status()

@@ -13,7 +13,7 @@ from django_q.models import Schedule
 
 from backups.models import Backup, BackupPolicy
 from portal import tasks
-from portal.models import ManagedCluster
+from portal.models import AuditEvent, ManagedCluster
 from tests.clusters import ScratchCluster
 from tests.conftest import wait_for
 
@@ -188,3 +188,17 @@ def test_it_is_503_when_no_worker_runs(client, dba):
     status, body = _health(client)
     assert status == 503
     assert "no django-q2 cluster is running" in body["task_cluster"]["detail"]
+
+
+def test_check_status_now_samples_at_once_for_whoever_may_change_clusters(client, dba, auditor, watched_cluster):
+    cluster = watched_cluster.register("scratch")
+    watched_cluster.stop()
+    changelist = reverse("admin:portal_managedcluster_changelist")
+    client.force_login(auditor)
+    assert b"check_now" not in client.get(changelist).content
+    client.force_login(dba)
+    client.post(changelist, {"action": "check_now", "_selected_action": [cluster.pk]})
+    cluster.refresh_from_db()
+    assert cluster.reachable is False
+    event = AuditEvent.objects.get(action="cluster.check")
+    assert (event.actor, event.outcome) == (dba.username, "failure") and "Connection refused" in event.details["error"]
