@@ -19,7 +19,9 @@ MAX_ITEMS = 1000  # values of one multiple choice
 
 
 def limit(field: forms.Field) -> int:
-    max_length = getattr(field, "max_length", None)
+    """The longest raw value `field` takes: its `input_limit` (a field whose value is not the text, such as a date
+    parsed from it), its max_length, or the default for its widget."""
+    max_length = getattr(field, "input_limit", None) or getattr(field, "max_length", None)
     if max_length:
         return max_length
     return TEXT_LIMIT if isinstance(field.widget, forms.Textarea) else VALUE_LIMIT

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TypeVar
 
 from django.conf import settings
@@ -29,7 +29,10 @@ T = TypeVar("T")
 class Check:
     ok: bool
     detail: str = ""
-    stale: bool = False  # the check's sample is too old to say anything
+    stale: bool = False  # the check's sample is too old to say anything (the detail says so)
+
+    def as_json(self) -> dict[str, object]:
+        return {"ok": self.ok, "detail": self.detail}
 
 
 def age_text(seconds: float) -> str:
@@ -142,14 +145,14 @@ def report() -> tuple[bool, dict[str, object]]:
     database = portal_database()
     now = timezone.now().isoformat()
     if not database.ok:
-        return False, {"status": "fail", "checked_at": now, "portal_database": asdict(database)}
+        return False, {"status": "fail", "checked_at": now, "portal_database": database.as_json()}
     checks = {"portal_database": database, "task_cluster": safely("task_cluster", task_cluster, lambda c: c)}
     groups = {name: group(name) for name in GROUPS}
     healthy = all(c.ok for c in checks.values()) and all(c.ok for g in groups.values() for c in g.values())
     body = {
         "status": "ok" if healthy else "fail",
         "checked_at": now,
-        **{name: asdict(check) for name, check in checks.items()},
-        **{name: {label: asdict(check) for label, check in checks.items()} for name, checks in groups.items()},
+        **{name: check.as_json() for name, check in checks.items()},
+        **{name: {label: check.as_json() for label, check in checks.items()} for name, checks in groups.items()},
     }
     return healthy, body

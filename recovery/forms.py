@@ -79,6 +79,7 @@ def _in_zone(naive: datetime, zone: str) -> datetime:
 
 
 class TargetTimeField(forms.CharField):
+    input_limit = 64  # the longest zone name is 32 characters
     def to_python(self, value: Any) -> datetime | None:
         text = super().to_python(value)
         return parse_target_time(text) if text else None
@@ -88,6 +89,7 @@ class TargetTimeField(forms.CharField):
 
 
 class TablesField(forms.CharField):
+    input_limit = 1000
     def to_python(self, value: Any) -> list[str]:
         text = super().to_python(value)
         labels = [part.strip() for part in re.split(r"[,\s]+", text or "") if part.strip()]
@@ -144,8 +146,8 @@ class RecoveryRequestForm(BoundedInput, forms.ModelForm):
     backup = BackupChoiceField(queryset=good_backups(), required=False,
                                empty_label="The newest verified backup of the database",
                                help_text="Only verified backups that were not expired are offered.")
-    target_time = TargetTimeField(required=False, max_length=64, help_text=TIME_HELP)
-    tables = TablesField(required=False, max_length=1000, help_text="Single table: schema.table, several separated by "
+    target_time = TargetTimeField(required=False, help_text=TIME_HELP)
+    tables = TablesField(required=False, help_text="Single table: schema.table, several separated by "
                          "commas (parents before children), e.g. <code>paws360.students</code>.")
 
     class Meta:
