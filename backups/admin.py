@@ -149,7 +149,7 @@ class BackupPolicyAdmin(AuditedAdmin):
         if not self.has_run_backup_permission(request):
             audit.record("backup.request", actor=request.user, obj=policy, target=str(policy),
                          outcome=audit.Outcome.DENIED, details={"via": "policy page", "reason": "no permission"})
-            raise PermissionDenied
+            raise PermissionDenied("Running a backup needs the Operator or DBA role.")
         backup = self._queue(request, policy, via="policy page")
         target = ("admin:backups_backup_change", [backup.pk]) if backup else ("admin:backups_backuppolicy_change", [pk])
         return HttpResponseRedirect(reverse(target[0], args=target[1]))
@@ -192,7 +192,7 @@ class BackupAdmin(ReadOnly, admin.ModelAdmin):
 
     def progress_view(self, request: HttpRequest, pk: int) -> JsonResponse:
         if not self.has_view_permission(request):
-            raise PermissionDenied
+            raise PermissionDenied("Seeing backups needs the Auditor, Operator or DBA role.")
         return JsonResponse(progress_data(get_object_or_404(Backup, pk=pk)))
 
     @admin.display(description="Created", ordering="created")
@@ -304,7 +304,7 @@ class ConfigFileVersionAdmin(ReadOnly, admin.ModelAdmin):
 
     def diff_view(self, request: HttpRequest, old: int, new: int) -> HttpResponse:
         if not self.has_view_permission(request):
-            raise PermissionDenied
+            raise PermissionDenied("Seeing configuration versions needs the Auditor, Operator or DBA role.")
         before, after = get_object_or_404(ConfigFileVersion, pk=old), get_object_or_404(ConfigFileVersion, pk=new)
         if before.source != after.source:
             messages.warning(request, "These are versions of two different sources.")

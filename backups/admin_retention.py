@@ -36,7 +36,7 @@ def _leftovers(policy: BackupPolicy) -> int:
 @require_GET
 def preview(request: HttpRequest, pk: int) -> HttpResponse:
     if not request.user.has_perm("backups.view_backuppolicy"):
-        raise PermissionDenied
+        raise PermissionDenied("Seeing backup policies needs the Auditor, Operator or DBA role.")
     policy = get_object_or_404(BackupPolicy, pk=pk)
     plan = retention.plan(policy)
     copies: dict[int, list[BackupCopy]] = {}
@@ -64,7 +64,7 @@ def apply(request: HttpRequest, pk: int) -> HttpResponse:
         audit.record("retention.apply", actor=request.user, obj=policy, target=str(policy),
                      outcome=audit.Outcome.DENIED, details={"reason": f"needs {EXPIRE_PERMISSION}"})
         raise PermissionDenied("Only a DBA may expire backups.")
-    seen = {int(value) for value in request.POST.getlist("backup") if value.isdigit()}
+    seen = {int(value) for value in request.POST.getlist("backup") if value.isascii() and value.isdigit()}
     result = retention.apply(policy, actor=request.user, only=seen)
     expired = [d.backup for d in result.expired]
     audit.record("retention.apply", actor=request.user, obj=policy, target=str(policy),

@@ -16,6 +16,8 @@ from portal.jobs import Job
 from portal.models import ManagedCluster, ManagedDatabase
 from portal.schedules import validate_cron
 
+MAX_RETENTION_DAYS = 3650
+
 
 class StorageLocation(models.Model):
     """A place backups are kept: a local folder, or S3-compatible object storage for offsite copies."""
@@ -98,7 +100,7 @@ class BackupPolicy(models.Model):
     )
     enabled = models.BooleanField(default=True, help_text="Off: no scheduled runs; “Run now” still works.")
     retention_days = models.PositiveIntegerField(
-        blank=True, validators=[MinValueValidator(1), MaxValueValidator(3650)],
+        blank=True, validators=[MinValueValidator(1), MaxValueValidator(MAX_RETENTION_DAYS)],
         help_text="Empty: the runbook's retention for the kind (full 30, configuration 90, application data 30).",
     )
     min_verified = models.PositiveIntegerField(
@@ -150,7 +152,7 @@ class BackupPolicy(models.Model):
     def clean(self) -> None:
         self.apply_defaults()
         try:
-            validate_cron(self.schedule)
+            validate_cron(self.schedule, settings.BACKUP_SCHEDULE_MIN_MINUTES, "BACKUP_SCHEDULE_MIN_MINUTES")
         except ValidationError as exc:
             raise ValidationError({"schedule": exc.messages}) from exc
         if self.encrypt and not settings.BACKUP_AGE_RECIPIENTS_FILE:
@@ -370,6 +372,10 @@ class WalArchive(models.Model):
 
     def __str__(self) -> str:
         return f"WAL archive of {self.cluster}"
+
+    def clean(self) -> None:
+        if self.retention_days is not None and self.retention_days > MAX_RETENTION_DAYS:
+            raise ValidationError({"retention_days": f"At most {MAX_RETENTION_DAYS} days (ten years)."})
 
     @property
     def folder(self) -> Path:

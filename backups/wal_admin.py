@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
@@ -139,7 +140,7 @@ class WalArchiveAdmin(admin.ModelAdmin):
     def timeline_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         archive = get_object_or_404(WalArchive.objects.select_related("cluster"), pk=pk)
         if not self.has_view_permission(request, archive):
-            return HttpResponse(status=403)
+            raise PermissionDenied("Seeing WAL archives needs the Auditor, Operator or DBA role.")
         context = {**self.admin_site.each_context(request), "opts": self.model._meta,
                    "title": f"WAL archive of {archive.cluster}", **timeline_context(archive)}
         return TemplateResponse(request, "backups/wal_timeline.html", context)

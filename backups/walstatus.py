@@ -167,7 +167,7 @@ def health(archive: WalArchive) -> tuple[bool, str]:
     if sample is None:
         return False, "not sampled yet (is the task cluster running?)"
     age = (timezone.now() - sample.taken_at).total_seconds()
-    if age > 300:
+    if age > settings.STATUS_STALE_SECONDS:
         return False, f"last sampled {age:.0f} s ago (is the task cluster running?)"
     summary = "; ".join(p["text"] for p in sample.problems)
     if sample.alert == WalArchiveSample.Alert.CRITICAL:

@@ -4,17 +4,18 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
+from django.template.loader import render_to_string
 from django.utils.html import format_html
 
-from portal import audit, targets
+from portal import audit, health
 from portal.models import AuditEvent, ManagedCluster, ManagedDatabase
 from portal.templatetags.portal_format import size
 
 
 def status_badge(ok: bool | None, good: str, bad: str, title: str = "") -> str:
     if ok is None:
-        return format_html('<span class="status unknown">not checked</span>')
+        return format_html('<span class="status unknown">{}</span>', "not checked")
     css, text = ("ok", good) if ok else ("fail", bad)
     return format_html('<span class="status {}" title="{}">{}</span>', css, title, text)
 
@@ -52,7 +53,7 @@ class ManagedDatabaseInline(admin.TabularInline):
 @admin.register(ManagedCluster)
 class ManagedClusterAdmin(AuditedAdmin):
     list_display = ["name", "address", "status", "server_version", "recovery", "size_display", "checked_at"]
-    readonly_fields = ["server_version", "reachable", "in_recovery", "size_display", "status_error", "checked_at"]
+    readonly_fields = ["status", "server_version", "in_recovery", "size_display", "status_error", "checked_at"]
     fieldsets = [
         (None, {"fields": ["name", "host", "port", "role"]}),
         ("Credentials, by reference", {"fields": ["passfile", "service"]}),
@@ -62,17 +63,14 @@ class ManagedClusterAdmin(AuditedAdmin):
     inlines = [ManagedDatabaseInline]
     actions = ["check_now"]
 
-    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        targets.refresh_stale()
-        return super().changelist_view(request, extra_context)
-
     @admin.display(description="Address")
     def address(self, obj: ManagedCluster) -> str:
         return f"{obj.host}:{obj.port}"
 
-    @admin.display(description="Status")
+    @admin.display(description="Status (sampled every minute)")
     def status(self, obj: ManagedCluster) -> str:
-        return status_badge(obj.reachable, "reachable", "unreachable", obj.status_error)
+        """The stored sample and its age: a list or page view never connects to the cluster."""
+        return render_to_string("portal/cluster_status.html", {"cluster": obj, "status": health.managed_cluster(obj)})
 
     @admin.display(description="In recovery", boolean=True)
     def recovery(self, obj: ManagedCluster) -> bool | None:
@@ -82,10 +80,13 @@ class ManagedClusterAdmin(AuditedAdmin):
     def size_display(self, obj: ManagedCluster) -> str:
         return size(obj.size_bytes)
 
-    @admin.action(description="Check status now")
+    @admin.action(description="Check status now", permissions=["change"])
     def check_now(self, request: HttpRequest, queryset: QuerySet[ManagedCluster]) -> None:
         for cluster in queryset:
             reachable = cluster.refresh_status()
+            audit.record("cluster.check", actor=request.user, obj=cluster, target=str(cluster),
+                         outcome=audit.Outcome.SUCCESS if reachable else audit.Outcome.FAILURE,
+                         details={"error": cluster.status_error})
             level = messages.SUCCESS if reachable else messages.ERROR
             self.message_user(request, f"{cluster}: {'reachable' if reachable else cluster.status_error}", level)
 

@@ -15,8 +15,16 @@ class PortalConfig(AppConfig):
     verbose_name = "Portal"
 
     def ready(self) -> None:
-        from portal import auth_audit, checks  # noqa: F401 (checks register themselves)
+        from django.contrib import admin
+
+        from portal import (
+            adminguard,
+            auth_audit,
+            checks,  # noqa: F401 (registers the system checks)
+        )
 
         # Once, after the last app: by then every app's permissions exist.
         post_migrate.connect(_after_migrate, dispatch_uid="portal.after_migrate")
         auth_audit.connect()
+        # The admin registered every app's pages when it started, before this app.
+        adminguard.guard(admin.site)

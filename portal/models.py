@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ValidationError
@@ -70,6 +69,8 @@ class ManagedCluster(models.Model):
         return self.name
 
     def clean(self) -> None:
+        if self.port is not None and not 1 <= self.port <= 65535:
+            raise ValidationError({"port": "A TCP port: 1 to 65535."})
         if self.passfile and not Path(self.passfile).is_absolute():
             raise ValidationError({"passfile": "Give an absolute path."})
         if self.control == self.Control.PG_CTL and not self.data_directory:
@@ -125,9 +126,6 @@ class ManagedCluster(models.Model):
         self.checked_at = timezone.now()
         self.save(update_fields=fields)
         return bool(self.reachable)
-
-    def status_is_stale(self, max_age: timedelta) -> bool:
-        return self.checked_at is None or timezone.now() - self.checked_at > max_age
 
 
 class ManagedDatabase(models.Model):

@@ -13,6 +13,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from portal.logfiles import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -79,6 +81,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "portal.requestid.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -92,6 +95,7 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "portal.urls"
+CSRF_FAILURE_VIEW = "portal.errors.csrf_failure"
 WSGI_APPLICATION = "portal.wsgi.application"
 
 TEMPLATES = [
@@ -233,6 +237,17 @@ else:
 # A `running` row whose worker has not reported for this long is failed by the reaper (other hosts).
 JOB_STALE_SECONDS = env.int("JOB_STALE_SECONDS", default=600)
 
+# --- /health: without credentials only {"status": "ok"|"fail"}; the details for a signed-in staff user or for
+# `Authorization: Bearer <HEALTH_TOKEN>` (empty: no bearer access). Answered from stored samples: a cluster whose
+# newest status sample (taken every minute by the worker) is older than STATUS_STALE_SECONDS fails the check.
+HEALTH_TOKEN = env("HEALTH_TOKEN", default="")
+STATUS_STALE_SECONDS = env.int("STATUS_STALE_SECONDS", default=300)
+
+# --- The shortest interval (minutes) a schedule may have between two runs: a backup policy's cron, a restore
+# drill's (a drill restores a whole backup and checks it: daily at most).
+BACKUP_SCHEDULE_MIN_MINUTES = env.int("BACKUP_SCHEDULE_MIN_MINUTES", default=60)
+DRILL_SCHEDULE_MIN_MINUTES = env.int("DRILL_SCHEDULE_MIN_MINUTES", default=24 * 60)
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
@@ -271,11 +286,9 @@ STORAGES = {
     "staticfiles": {"BACKEND": _STATIC_BACKEND},
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
-}
+# --- Logs: every process (web, worker, commands) appends to LOG_FILE, each record with its request id; the
+# minutely housekeeping task rotates it above LOG_MAX_BYTES, keeping LOG_BACKUPS old files (portal/logfiles.py).
+LOG_FILE = _path("PORTAL_LOG_FILE", VAR_DIR / "log" / "portal.log")
+LOG_MAX_BYTES = env.int("LOG_MAX_BYTES", default=10 * 1024**2)
+LOG_BACKUPS = env.int("LOG_BACKUPS", default=5)
+LOGGING = logging_config(LOG_FILE, env("LOG_LEVEL", default="INFO"))

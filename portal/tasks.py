@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from portal import anchors, jobs, targets
+from django.conf import settings
+
+from portal import anchors, jobs, logfiles, targets
 
 
 def reap_dead_jobs() -> int:
@@ -15,3 +17,7 @@ def refresh_targets() -> int:
 
 def anchor_audit_chain() -> int:
     return anchors.anchor("hourly").anchor.last_id
+
+
+def rotate_log() -> bool:
+    return logfiles.rotate(settings.LOG_FILE, settings.LOG_MAX_BYTES, settings.LOG_BACKUPS)

@@ -21,6 +21,7 @@ from django.views.decorators.http import require_POST
 
 from portal import audit
 from portal import progress as job_progress
+from portal.forms import posted_text
 from recovery import approvals, objectives, services
 from recovery.forms import RecoveryRequestForm
 from recovery.models import Approval, DrillSchedule, RecoveryRequest
@@ -131,13 +132,15 @@ class RecoveryRequestAdmin(admin.ModelAdmin):
         if not self.has_add_permission(request):
             audit.record("recovery.request", actor=request.user, outcome=audit.Outcome.DENIED,
                          details={"reason": "no permission", "via": "request form"})
-            raise PermissionDenied
+            raise PermissionDenied("Requesting a recovery needs the Operator or DBA role.")
         form = RecoveryRequestForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
                 recovery = approvals.submit(form.instance, request.user)
             except approvals.Refused as exc:
                 form.add_error(None, str(exc))
+            except ValidationError as exc:  # checked again when submitted: the catalogue may have changed since
+                form.add_error(None, exc)
             else:
                 messages.success(request, self._submitted_message(recovery))
                 return HttpResponseRedirect(reverse("admin:recovery_recoveryrequest_change", args=[recovery.pk]))
@@ -158,8 +161,12 @@ class RecoveryRequestAdmin(admin.ModelAdmin):
 
     def approve_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         recovery = get_object_or_404(RecoveryRequest, pk=pk)
+        comment, refused = posted_text(request, "comment")
+        if refused:
+            messages.error(request, f"Not approved: the comment: {refused}")
+            return HttpResponseRedirect(reverse("admin:recovery_recoveryrequest_change", args=[pk]))
         try:
-            approval = approvals.approve(recovery, request.user, request.POST.get("comment", "").strip())
+            approval = approvals.approve(recovery, request.user, comment)
         except approvals.Refused as exc:
             messages.error(request, f"Not approved: {exc}.")
         else:
@@ -169,8 +176,10 @@ class RecoveryRequestAdmin(admin.ModelAdmin):
 
     def reject_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         recovery = get_object_or_404(RecoveryRequest, pk=pk)
-        comment = request.POST.get("comment", "").strip()
-        if not comment:
+        comment, refused = posted_text(request, "comment")
+        if refused:
+            messages.error(request, f"Not rejected: the comment: {refused}")
+        elif not comment:
             messages.error(request, "Not rejected: say why in the comment.")
         else:
             try:
@@ -186,9 +195,10 @@ class RecoveryRequestAdmin(admin.ModelAdmin):
     def promote_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         """"Make this cluster production" on a succeeded point-in-time recovery: the request, awaiting approval."""
         pitr = get_object_or_404(RecoveryRequest, pk=pk, kind=RecoveryRequest.Kind.PITR)
-        reason = request.POST.get("reason", "").strip()
-        if not reason:
-            messages.error(request, "Not requested: give the reason and the ticket.")
+        reason, refused = posted_text(request, "reason")
+        if refused or not reason:
+            messages.error(request, f"Not requested: the reason: {refused}" if refused else
+                           "Not requested: give the reason and the ticket.")
             return HttpResponseRedirect(reverse("admin:recovery_recoveryrequest_change", args=[pk]))
         promotion = RecoveryRequest(kind=RecoveryRequest.Kind.PROMOTE, cluster=pitr.cluster, source_recovery=pitr,
                                     reason=reason)
@@ -205,7 +215,7 @@ class RecoveryRequestAdmin(admin.ModelAdmin):
 
     def progress_view(self, request: HttpRequest, pk: int) -> JsonResponse:
         if not self.has_view_permission(request):
-            raise PermissionDenied
+            raise PermissionDenied("Seeing recoveries needs the Auditor, Operator or DBA role.")
         return JsonResponse(progress_data(get_object_or_404(RecoveryRequest, pk=pk)))
 
     def render_change_form(self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any) -> Any:

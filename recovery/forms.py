@@ -13,47 +13,73 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db.models import QuerySet
 
 from backups.models import Backup, BackupPolicy
+from portal.forms import BoundedInput
 from portal.models import ManagedDatabase
 from portal.templatetags.portal_format import size
 from recovery import validation
 from recovery.merge import Table
 from recovery.models import RecoveryRequest
 
-TIME = re.compile(r"^(?P<when>\d{4}-\d{2}-\d{2}[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)\s*(?P<zone>\S*)$")
-OFFSET = re.compile(r"^(?P<sign>[+-])(?P<hours>\d{2}):?(?P<minutes>\d{2})?$")
+TIME = re.compile(r"^(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})[ T](?P<hour>\d{1,2}):(?P<minute>\d{2})"
+                  r"(?::(?P<second>\d{2})(?:\.(?P<fraction>\d{1,6}))?)?\s*(?P<zone>\S*)$")
+OFFSET = re.compile(r"^(?P<sign>[+-])(?P<hours>\d{2}):?(?P<minutes>[0-5]\d)?$")
 TIME_HELP = ("Point-in-time only. A time and its zone: an offset, UTC, or a zone name, e.g. "
              "<code>2026-11-25 14:30:00 -06:00</code>, <code>2026-11-25 20:30 UTC</code>, "
              "<code>2026-11-25 14:30 America/Chicago</code>. Shown in UTC as you type.")
+ZONE_SHOWN = 40  # characters of an unknown zone repeated in its error
 
 
 def parse_target_time(text: str) -> datetime:
     """A time with an explicit zone, as an aware datetime in UTC. A time without a zone is refused: recovering to
-    the wrong hour is the mistake this guards against."""
+    the wrong hour is the mistake this guards against. A date or time that does not exist (30 February, 25:00) is
+    refused with the reason."""
     match = TIME.match(text.strip())
     if not match:
         raise ValidationError("Write the time as YYYY-MM-DD HH:MM[:SS] followed by its time zone.")
-    naive = datetime.fromisoformat(match["when"].replace("T", " "))
+    naive = _naive(match)
     zone = match["zone"]
     if not zone:
         raise ValidationError("Give the time zone too (an offset such as -06:00, UTC, or a name such as "
                               "America/Chicago): a time without one is ambiguous.")
+    try:
+        return _in_zone(naive, zone).astimezone(UTC)
+    except OverflowError:
+        raise ValidationError("That time is outside the range of dates the portal can handle.") from None
+
+
+def _naive(match: re.Match[str]) -> datetime:
+    fraction = (match["fraction"] or "").ljust(6, "0")
+    parts = [match[name] for name in ("year", "month", "day", "hour", "minute")] + [match["second"] or 0, fraction]
+    try:
+        return datetime(*(int(part) for part in parts))
+    except ValueError as exc:
+        when = match.group(0)[:match.start("zone")].strip()
+        raise ValidationError(f"{when} is not a date and time that exists ({exc}).") from None
+
+
+def _in_zone(naive: datetime, zone: str) -> datetime:
     if zone.upper() in ("Z", "UTC"):
         return naive.replace(tzinfo=UTC)
     if offset := OFFSET.match(zone):
         delta = timedelta(hours=int(offset["hours"]), minutes=int(offset["minutes"] or 0))
-        return naive.replace(tzinfo=timezone(delta if offset["sign"] == "+" else -delta)).astimezone(UTC)
+        try:
+            return naive.replace(tzinfo=timezone(delta if offset["sign"] == "+" else -delta))
+        except ValueError:
+            raise ValidationError("A UTC offset is less than 24 hours, e.g. -06:00.") from None
     try:
         tz = ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValidationError(f"Unknown time zone {zone!r}.") from exc
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        shown = zone if len(zone) <= ZONE_SHOWN else zone[:ZONE_SHOWN] + "…"
+        raise ValidationError(f"Unknown time zone {shown!r}.") from None
     first, second = naive.replace(tzinfo=tz, fold=0), naive.replace(tzinfo=tz, fold=1)
     if first.utcoffset() != second.utcoffset():
         raise ValidationError(f"{naive} happens twice or never in {zone} (a daylight-saving change): give the UTC "
                               "offset instead.")
-    return first.astimezone(UTC)
+    return first
 
 
 class TargetTimeField(forms.CharField):
+    input_limit = 64  # the longest zone name is 32 characters
     def to_python(self, value: Any) -> datetime | None:
         text = super().to_python(value)
         return parse_target_time(text) if text else None
@@ -63,6 +89,7 @@ class TargetTimeField(forms.CharField):
 
 
 class TablesField(forms.CharField):
+    input_limit = 1000
     def to_python(self, value: Any) -> list[str]:
         text = super().to_python(value)
         labels = [part.strip() for part in re.split(r"[,\s]+", text or "") if part.strip()]
@@ -115,13 +142,13 @@ class BackupChoiceField(forms.ModelChoiceField):
         return f"#{backup.pk} {what} · {backup.created:%Y-%m-%d %H:%M} UTC · {size(backup.size_bytes)}{kind}"
 
 
-class RecoveryRequestForm(forms.ModelForm):
+class RecoveryRequestForm(BoundedInput, forms.ModelForm):
     backup = BackupChoiceField(queryset=good_backups(), required=False,
                                empty_label="The newest verified backup of the database",
                                help_text="Only verified backups that were not expired are offered.")
     target_time = TargetTimeField(required=False, help_text=TIME_HELP)
-    tables = TablesField(required=False, help_text="Single table: schema.table, several separated by commas "
-                         "(parents before children), e.g. <code>paws360.students</code>.")
+    tables = TablesField(required=False, help_text="Single table: schema.table, several separated by "
+                         "commas (parents before children), e.g. <code>paws360.students</code>.")
 
     class Meta:
         model = RecoveryRequest

@@ -240,7 +240,10 @@ class DrillSchedule(models.Model):
 
     def clean(self) -> None:
         if self.cron:
-            schedules.validate_cron(self.cron)
+            try:
+                schedules.validate_cron(self.cron, settings.DRILL_SCHEDULE_MIN_MINUTES, "DRILL_SCHEDULE_MIN_MINUTES")
+            except ValidationError as exc:
+                raise ValidationError({"cron": exc.messages}) from exc
         if self.kind == self.Kind.LOGICAL and not self.database_id:
             raise ValidationError({"database": "A logical drill restores one database: choose it."})
         if self.database_id and self.cluster_id and self.database.cluster_id != self.cluster_id:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
 
@@ -14,6 +15,7 @@ from backups.models import Backup, BackupPolicy
 from tests.backups.conftest import catalog
 
 pytestmark = pytest.mark.django_db
+TOKEN = "monitoring-" + "m" * 40
 
 
 def made_days_ago(policy: BackupPolicy, days: float) -> None:
@@ -22,7 +24,9 @@ def made_days_ago(policy: BackupPolicy, days: float) -> None:
 
 
 def backups_check(client, policy: BackupPolicy) -> tuple[str, dict]:
-    body = client.get(reverse("health")).json()
+    """As monitoring reads it: /health's details, with the bearer token."""
+    with override_settings(HEALTH_TOKEN=TOKEN):
+        body = client.get(reverse("health"), headers={"Authorization": f"Bearer {TOKEN}"}).json()
     return body["status"], body["backups"].get(policy.name)
 
 

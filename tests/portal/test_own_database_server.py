@@ -31,7 +31,7 @@ def test_the_status_refresh_finds_it_out_and_calls_it_unreachable(own_server):
 
 def test_the_system_check_refuses_it(own_server):
     own_server.refresh_status()
-    assert [error.id for error in checks.portal_database_not_managed(databases=["default"])] == ["portal.E001"]
+    assert [error.id for error in checks.portal_database_not_managed(databases=["default"])] == ["portal.E002"]
     with pytest.raises(SystemCheckError, match="DATABASE_URL points at the server of managed cluster 'mistake'"):
         call_command("check", databases=["default"])
 
