@@ -36,7 +36,7 @@ def grant_sql(app: str, owner: str | None = None) -> str:
         sql.SQL("ALTER FUNCTION public.{function} OWNER TO {owner}"),
         sql.SQL("REVOKE ALL ON public.{table} FROM PUBLIC, {app}"),
         sql.SQL("GRANT SELECT, INSERT ON public.{table} TO {app}"),
-        sql.SQL("GRANT USAGE ON SEQUENCE public.{sequence} TO {app}"),
+        sql.SQL("GRANT USAGE, SELECT ON SEQUENCE public.{sequence} TO {app}"),
     ]
     names = {
         "owner": sql.Identifier(owner), "owner_text": sql.Literal(owner), "app": sql.Identifier(app),
