@@ -40,6 +40,8 @@ class StorageLocation(models.Model):
         help_text="S3: a profile of the AWS shared credentials file named in deployment configuration. "
         "Keys are never stored in the portal.",
     )
+    marker_written = models.DateTimeField(null=True, blank=True, editable=False,
+                                          help_text="Local: when the folder's marker file was written.")
 
     class Meta:
         ordering = ["name"]
@@ -48,10 +50,14 @@ class StorageLocation(models.Model):
         return self.name
 
     def clean(self) -> None:
+        """The folder is checked (`backups.locations.path_problem`): not `/`, a system folder, a cluster's data
+        directory or a WAL archive, nor inside one."""
+        from backups import locations  # it imports this module
+
         if self.kind == self.Kind.S3 and not self.bucket:
             raise ValidationError({"bucket": "An S3 location needs a bucket."})
-        if self.kind == self.Kind.LOCAL and self.path and not self.path.startswith("/"):
-            raise ValidationError({"path": "Give an absolute path."})
+        if self.kind == self.Kind.LOCAL and (problem := locations.path_problem(self)):
+            raise ValidationError({"path": problem})
 
     @property
     def root(self) -> str:
@@ -181,6 +187,10 @@ class BackupPolicy(models.Model):
         return taken % self.verify_every == 0
 
 
+# A backup's catalog manifest is `<its path><this>`, beside it in every location (backups/catalog_manifest.py).
+CATALOG_MANIFEST_SUFFIX = ".catalog.json"
+
+
 class Backup(Job):
     """One backup taken, whatever its kind. Catalogued as good only when `succeeded`."""
 
@@ -250,10 +260,16 @@ class Backup(Job):
     def is_good(self) -> bool:
         return self.status == self.Status.SUCCEEDED and self.expired_at is None
 
+    @property
+    def catalog_manifest_path(self) -> str:
+        """The backup's self-describing manifest (`backups.catalog_manifest`), beside it: relative to the root."""
+        return f"{self.path}{CATALOG_MANIFEST_SUFFIX}" if self.path else ""
+
     def artifact_paths(self) -> list[str]:
-        """Every file or folder of this backup, relative to the location's root: the backup itself and what
-        was taken beside it (a logical backup's cluster globals). Copies and retention handle all of them."""
-        return [p for p in [self.path, *(path for path, _ in self.companions())] if p]
+        """Every file or folder of this backup, relative to the location's root: the backup itself, what was
+        taken beside it (a logical backup's cluster globals) and its catalog manifest. Copies and retention
+        handle all of them."""
+        return [p for p in [self.path, *(path for path, _ in self.companions()), self.catalog_manifest_path] if p]
 
     def companions(self) -> list[tuple[str, str]]:
         """What was taken beside the backup, as (path relative to the root, sha256): a logical backup's
@@ -270,7 +286,8 @@ class Backup(Job):
         if not self.path:
             return
         logical = self.kind == BackupPolicy.Kind.LOGICAL
-        removed = files.remove_temps(self.local_path, *([dump.globals_name(self)] if logical else []))
+        siblings = [Path(self.catalog_manifest_path).name, *([dump.globals_name(self)] if logical else [])]
+        removed = files.remove_temps(self.local_path, *siblings)
         dropped = verify.drop_scratch_of(self) if logical else []
         audit.record("backup.cleanup", obj=self, details={"removed": [str(p) for p in removed], "dropped": dropped})
 

@@ -21,7 +21,7 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from backups import files, pipeline, runs, walsetup
+from backups import files, locations, pipeline, runs, walsetup
 from backups.models import Backup, BackupPolicy, ConfigFileVersion, StorageLocation, WalArchive
 from portal import pg
 from portal.jobs import Reporter, run_job
@@ -31,15 +31,31 @@ from tests.clusters import ScratchCluster, free_port
 
 @pytest.fixture
 def backup_root(db, tmp_path: Path, settings, monkeypatch) -> Path:
-    """BACKUP_ROOT for this test, here and in any worker it starts (the default `local` location's folder).
-    The default location is made first, as its migration does, since a transactional test before this one may
-    have flushed it away."""
+    """BACKUP_ROOT for this test, here and in any worker it starts (the default `local` location's folder),
+    initialised as `manage.py setup_embedded` does. The default location is made first, as its migration does,
+    since a transactional test before this one may have flushed it away."""
     root = tmp_path / "backups"
     root.mkdir()
     settings.BACKUP_ROOT = root
     monkeypatch.setenv("BACKUP_ROOT", str(root))
-    StorageLocation.default_local()
+    init_default_location()
     return root
+
+
+def init_default_location() -> StorageLocation:
+    """The default location (BACKUP_ROOT), made if missing and its folder initialised (its marker written)."""
+    location = StorageLocation.default_local()
+    locations.initialise(location, actor="test")
+    return location
+
+
+def local_location(name: str, path: Path) -> StorageLocation:
+    """A local location as the admin makes one: checked, saved, its folder initialised (its marker written)."""
+    location = StorageLocation(name=name, kind=StorageLocation.Kind.LOCAL, path=str(path))
+    location.full_clean()
+    location.save()
+    locations.initialise(location, actor="test")
+    return location
 
 
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
@@ -192,7 +208,8 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
         yield mount
     finally:
         for point in mounts:
-            subprocess.run(["umount", str(point)], check=True)
+            if os.path.ismount(point):  # a test may have unmounted it already
+                subprocess.run(["umount", str(point)], check=True)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from backups import files, restore, verify
 from backups.models import Backup, BackupPolicy
 from portal import pg
 from portal.models import ManagedCluster, ManagedDatabase
-from tests.backups.conftest import QuietReporter, in_thread, leftovers, run_now
+from tests.backups.conftest import QuietReporter, in_thread, init_default_location, leftovers, run_now
 from tests.conftest import wait_for
 
 AFTER_SUCCESS = "after success: offsite copies and retention"
@@ -90,6 +90,7 @@ def tiny_root(tmp_path: Path, settings, monkeypatch):
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
     settings.BACKUP_ROOT = mount
     monkeypatch.setenv("BACKUP_ROOT", str(mount))
+    init_default_location()
     try:
         yield mount
     finally:

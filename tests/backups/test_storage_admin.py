@@ -10,9 +10,9 @@ from django.test import Client
 from django.urls import reverse
 
 from backups import offsite
-from backups.models import BackupCopy, StorageLocation
+from backups.models import BackupCopy
 from portal.models import AuditEvent
-from tests.backups.conftest import catalog
+from tests.backups.conftest import catalog, local_location
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db
@@ -53,8 +53,8 @@ def test_an_operator_cannot_run_test_connection(operator, s3_location):
 @pytest.mark.django_db(transaction=True)
 def test_check_now_and_copy_again_run_as_tasks(policy, operator, tmp_path: Path, qcluster):
     # The worker is another process with its own BACKUP_ROOT: the policy gets a primary location of its own.
-    primary = StorageLocation.objects.create(name="primary", path=str(tmp_path / "primary"))
-    second = StorageLocation.objects.create(name="second-disk", path=str(tmp_path / "second"))
+    primary = local_location("primary", tmp_path / "primary")
+    second = local_location("second-disk", tmp_path / "second")
     policy.locations.set([primary, second])
     backup = catalog(policy)
     _, copy = offsite.copy_to_locations(backup)
