@@ -157,11 +157,11 @@ def check_ready(location: StorageLocation) -> None:
 
 
 def _renamed_from(location: StorageLocation, marker: dict[str, str]) -> bool:
-    """The marker is this portal's, of a location that is no longer here (this one renamed, or a lost catalog)."""
+    """The marker is this portal's, of a location the catalog no longer has (this one renamed, or a lost
+    catalog): the folder may take this location's name."""
     if marker.get("instance") != instance.instance_id():
         return False
-    earlier = StorageLocation.objects.filter(name=marker.get("location")).exclude(pk=location.pk).first()
-    return earlier is None or resolved(earlier.root) != resolved(location.root)
+    return not StorageLocation.objects.filter(name=marker.get("location")).exclude(pk=location.pk).exists()
 
 
 def initialise_problem(location: StorageLocation, *, adopt: bool = False) -> str:

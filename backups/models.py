@@ -29,7 +29,9 @@ class StorageLocation(models.Model):
 
     name = models.SlugField(max_length=63, unique=True)
     kind = models.CharField(max_length=8, choices=Kind, default=Kind.LOCAL)
-    path = models.CharField(max_length=500, blank=True, help_text="Local: an absolute folder. Empty: BACKUP_ROOT.")
+    path = models.CharField(max_length=500, blank=True,
+                            help_text="Local: an absolute folder (not a system folder, nor in or around a cluster's "
+                            "data directory or a WAL archive). Empty: BACKUP_ROOT.")
     endpoint_url = models.URLField(blank=True, help_text="S3: the endpoint, e.g. https://s3.example.edu")
     bucket = models.CharField(max_length=63, blank=True)
     prefix = models.CharField(max_length=255, blank=True)
