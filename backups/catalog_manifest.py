@@ -24,7 +24,7 @@ from typing import Any
 from django.utils import timezone
 
 from backups import files, locations, storage
-from backups.models import Backup, BackupCopy
+from backups.models import Backup, BackupCopy, StorageLocation
 from portal import instance
 
 log = logging.getLogger(__name__)
@@ -83,28 +83,32 @@ def write(backup: Backup) -> Path:
 
 
 def refresh(backup: Backup) -> list[str]:
-    """The backup's verification changed: rewrite its manifest where it has one (a backup still being taken
-    has none yet) and in every location where a copy is present. What could not be rewritten, in words (the
-    verification's outcome stands whatever happens here)."""
+    """The backup's verification changed: rewrite its manifest where it has one (a backup still being taken has
+    none yet), then in every location where a copy is present. What could not be rewritten, in words (logged;
+    the verification's outcome stands whatever happens here)."""
     primary = backup.policy.primary_location()
     source = Path(primary.root) / backup.catalog_manifest_path
-    problems = []
     try:
         locations.check_ready(primary)
         if not source.exists():
             return []
         write(backup)
+        problems = _push(backup, source, primary)
     except (locations.LocationError, OSError) as exc:
-        return [f"{primary}: {exc}"]
-    sha256 = files.sha256_of(source)
-    for copy in backup.copies.filter(state=BackupCopy.State.PRESENT).exclude(location=primary).select_related(
-            "location"):
+        problems = [f"{primary}: {exc}"]
+    for problem in problems:
+        log.warning("backup %s: catalog manifest not rewritten at %s", backup.pk, problem)
+    return problems
+
+
+def _push(backup: Backup, source: Path, primary: StorageLocation) -> list[str]:
+    sha256, problems = files.sha256_of(source), []
+    present = backup.copies.filter(state=BackupCopy.State.PRESENT).exclude(location=primary)
+    for copy in present.select_related("location"):
         try:
             storage.for_location(copy.location).put(source, backup.catalog_manifest_path, sha256=sha256)
         except storage.StorageError as exc:
             problems.append(f"{copy.location}: {exc}")
-    for problem in problems:
-        log.warning("backup %s: catalog manifest not rewritten at %s", backup.pk, problem)
     return problems
 
 

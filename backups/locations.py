@@ -209,7 +209,7 @@ def initialise(location: StorageLocation, *, actor: audit.Actor, adopt: bool = F
                 _note_written(location, _created(marker))
             return f"location {location.name}: {marker_path(location)} is already its marker"
         try:
-            _write_marker(location)
+            write_marker(location)
         except OSError as exc:
             problem = f"cannot write {marker_path(location)}: {exc.strerror or exc}"
     outcome = audit.Outcome.FAILURE if problem else audit.Outcome.SUCCESS
@@ -220,7 +220,9 @@ def initialise(location: StorageLocation, *, actor: audit.Actor, adopt: bool = F
     return f"location {location.name}: wrote {marker_path(location)}"
 
 
-def _write_marker(location: StorageLocation) -> None:
+def write_marker(location: StorageLocation) -> None:
+    """Write the folder's marker for `location`, atomically. No check and no audit event: `initialise` is the
+    way for the catalog's locations."""
     now = timezone.now()
     content = {"instance": instance.instance_id(), "host": instance.HOST, "location": location.name,
                "created": now.isoformat()}
