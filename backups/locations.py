@@ -3,9 +3,10 @@
 A local location's folder must be absolute and, once symbolic links and `..` are resolved, neither `/`, nor
 a system folder (`SYSTEM_TREES` and every top-level `/lib*`: the folder and all below it; `SYSTEM_PARENTS`:
 the folder itself, a folder inside it is fine), nor inside the portal's own folders (secrets, recovered
-clusters, the WAL archive root), nor inside or containing a managed cluster's data directory, a WAL archive
-folder or another local location. The same check runs when a location is saved and again before every write
-(a cluster registered since may have made it wrong).
+clusters, the WAL archive root), nor inside or containing a managed cluster's data directory (or the embedded
+clusters' folder, the portal's own database's included), a WAL archive folder or another local location. The
+same check runs when a location is saved and again before every write (a cluster registered since may have
+made it wrong).
 
 Like the WAL archive's SYSTEM_IDENTIFIER, each local location's folder holds a marker, `.paws360-location`
 (JSON: the portal instance, the location's name, when it was written). A write to a folder whose marker is
@@ -83,7 +84,8 @@ def _neighbours(location: StorageLocation) -> list[tuple[str, str]]:
     clusters = ManagedCluster.objects.exclude(data_directory="").values_list("name", "data_directory")
     archives = WalArchive.objects.exclude(path="").values_list("cluster__name", "path")
     others = StorageLocation.objects.filter(kind=StorageLocation.Kind.LOCAL).exclude(pk=location.pk)
-    return ([(folder, f"the data directory of cluster {name}") for name, folder in clusters]
+    embedded = (str(Path(settings.EMBEDDED_PGDATA).parent), "the embedded clusters' folder")  # managed or not
+    return ([embedded] + [(folder, f"the data directory of cluster {name}") for name, folder in clusters]
             + [(folder, f"the WAL archive of cluster {name}") for name, folder in archives]
             + [(other.root, f"the folder of location {other.name}") for other in others if other.name != location.name])
 

@@ -65,6 +65,12 @@ def test_a_clusters_data_directory_is_refused_inside_and_around(scratch_cluster)
     assert "contains the data directory of cluster scratch" in refusal(scratch_cluster.root)
 
 
+def test_the_embedded_clusters_folder_is_refused_whether_registered_or_not(db, settings):
+    pg_folder = Path(settings.EMBEDDED_PGDATA).parent
+    assert "is inside the embedded clusters' folder" in refusal(pg_folder / "portal" / "backups")
+    assert "contains the embedded clusters' folder" in refusal(pg_folder.parent)
+
+
 def test_a_wal_archive_is_refused_inside_and_around(archiving):
     folder = Path(archiving.path)
     assert "is inside the WAL archive of cluster scratch" in refusal(folder / "backups")
