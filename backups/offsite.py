@@ -147,7 +147,8 @@ def delete_copy(copy: BackupCopy, *, actor: audit.Actor = None, reason: str = ""
     try:
         store = storage.for_location(copy.location)
         where = store.where(copy.key)
-        store.delete(copy.backup.catalog_manifest_path)  # first: no manifest outlives the files it describes
+        if copy.backup.catalog_manifest_path:  # first: no manifest outlives the files it describes
+            store.delete(copy.backup.catalog_manifest_path)
         store.delete(copy.key)
         for path, _ in copy.backup.companions():
             store.delete(path)
