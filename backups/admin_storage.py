@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db import models, transaction
 from django.db.models import QuerySet
@@ -11,16 +13,33 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 from django_q.tasks import async_task
 
-from backups import storage
+from backups import locations, storage
 from backups.models import Backup, BackupCopy, StorageLocation
 from portal import audit
 from portal.admin import AuditedAdmin, status_badge
 from portal.templatetags.portal_format import size
 
 
+class StorageLocationForm(forms.ModelForm):
+    """The folder is checked by the model (`StorageLocation.clean`); here, that its marker can be written: a
+    folder with another location's or portal's marker, or not empty without one, is refused with the reason."""
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        candidate = StorageLocation(pk=self.instance.pk, **{
+            name: cleaned.get(name, getattr(self.instance, name)) for name in ("name", "kind", "path")})
+        moved = self.instance.pk is None or bool({"kind", "path"} & set(self.changed_data))
+        candidate.marker_written = None if moved else self.instance.marker_written
+        checkable = candidate.kind == StorageLocation.Kind.LOCAL and not locations.path_problem(candidate)
+        if checkable and (problem := locations.marker_problem(candidate)):
+            self.add_error("path", problem)
+        return cleaned
+
+
 @admin.register(StorageLocation)
 class StorageLocationAdmin(AuditedAdmin):
-    list_display = ["name", "kind", "address", "credentials_profile"]
+    form = StorageLocationForm
+    list_display = ["name", "kind", "address", "marker", "credentials_profile"]
     list_filter = ["kind"]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     fieldsets = [
@@ -34,6 +53,26 @@ class StorageLocationAdmin(AuditedAdmin):
         }),
     ]
     actions = ["test_connection"]
+
+    def save_model(self, request: HttpRequest, obj: StorageLocation, form: Any, change: bool) -> None:
+        """Saved, then (created, or its folder or name changed) its folder gets the marker."""
+        moved = not change or bool({"kind", "path"} & set(form.changed_data))
+        if moved:
+            obj.marker_written = None
+        super().save_model(request, obj, form, change)
+        if obj.kind == StorageLocation.Kind.LOCAL and (moved or "name" in form.changed_data):
+            try:
+                self.message_user(request, locations.initialise(obj, actor=request.user))
+            except locations.LocationError as exc:
+                self.message_user(request, f"Saved, but its folder is not usable yet: {exc}", messages.ERROR)
+
+    @admin.display(description="Marker")
+    def marker(self, obj: StorageLocation) -> str:
+        if obj.kind != StorageLocation.Kind.LOCAL:
+            return "—"
+        if obj.marker_written is None:
+            return status_badge(False, "", "not written", "manage.py init_location " + obj.name)
+        return status_badge(True, "written", "", f"{obj.marker_written:%Y-%m-%d %H:%M} UTC")
 
     @admin.display(description="Where")
     def address(self, obj: StorageLocation) -> str:

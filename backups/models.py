@@ -31,7 +31,9 @@ class StorageLocation(models.Model):
 
     name = models.SlugField(max_length=63, unique=True)
     kind = models.CharField(max_length=8, choices=Kind, default=Kind.LOCAL)
-    path = models.CharField(max_length=500, blank=True, help_text="Local: an absolute folder. Empty: BACKUP_ROOT.")
+    path = models.CharField(max_length=500, blank=True,
+                            help_text="Local: an absolute folder (not a system folder, nor in or around a cluster's "
+                            "data directory or a WAL archive). Empty: BACKUP_ROOT.")
     endpoint_url = models.URLField(blank=True, help_text="S3: the endpoint, e.g. https://s3.example.edu")
     bucket = models.CharField(max_length=63, blank=True)
     prefix = models.CharField(max_length=255, blank=True)
@@ -42,6 +44,8 @@ class StorageLocation(models.Model):
         help_text="S3: a profile of the AWS shared credentials file named in deployment configuration. "
         "Keys are never stored in the portal.",
     )
+    marker_written = models.DateTimeField(null=True, blank=True, editable=False,
+                                          help_text="Local: when the folder's marker file was written.")
 
     class Meta:
         ordering = ["name"]
@@ -50,10 +54,14 @@ class StorageLocation(models.Model):
         return self.name
 
     def clean(self) -> None:
+        """The folder is checked (`backups.locations.path_problem`): not `/`, a system folder, a cluster's data
+        directory or a WAL archive, nor inside one."""
+        from backups import locations  # it imports this module
+
         if self.kind == self.Kind.S3 and not self.bucket:
             raise ValidationError({"bucket": "An S3 location needs a bucket."})
-        if self.kind == self.Kind.LOCAL and self.path and not self.path.startswith("/"):
-            raise ValidationError({"path": "Give an absolute path."})
+        if self.kind == self.Kind.LOCAL and (problem := locations.path_problem(self)):
+            raise ValidationError({"path": problem})
 
     @property
     def root(self) -> str:
@@ -183,6 +191,10 @@ class BackupPolicy(models.Model):
         return taken % self.verify_every == 0
 
 
+# A backup's catalog manifest is `<its path><this>`, beside it in every location (backups/catalog_manifest.py).
+CATALOG_MANIFEST_SUFFIX = ".catalog.json"
+
+
 class Backup(Job):
     """One backup taken, whatever its kind. Catalogued as good only when `succeeded`."""
 
@@ -252,10 +264,16 @@ class Backup(Job):
     def is_good(self) -> bool:
         return self.status == self.Status.SUCCEEDED and self.expired_at is None
 
+    @property
+    def catalog_manifest_path(self) -> str:
+        """The backup's self-describing manifest (`backups.catalog_manifest`), beside it: relative to the root."""
+        return f"{self.path}{CATALOG_MANIFEST_SUFFIX}" if self.path else ""
+
     def artifact_paths(self) -> list[str]:
-        """Every file or folder of this backup, relative to the location's root: the backup itself and what
-        was taken beside it (a logical backup's cluster globals). Copies and retention handle all of them."""
-        return [p for p in [self.path, *(path for path, _ in self.companions())] if p]
+        """Every file or folder of this backup, relative to the location's root: the backup itself, what was
+        taken beside it (a logical backup's cluster globals) and its catalog manifest. Copies and retention
+        handle all of them."""
+        return [p for p in [self.path, *(path for path, _ in self.companions()), self.catalog_manifest_path] if p]
 
     def companions(self) -> list[tuple[str, str]]:
         """What was taken beside the backup, as (path relative to the root, sha256): a logical backup's

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from backups import leases, storage
+from backups import catalog_manifest, leases, storage
 from backups.models import Backup, BackupCopy, StorageLocation
 from portal import audit
 from portal.jobs import Reporter
@@ -95,9 +95,10 @@ def copy_one(backup: Backup, location: StorageLocation, reporter: Reporter | Non
 
 
 def _put_companions(store: storage.Storage, backup: Backup) -> None:
-    """The files taken beside the backup (its cluster globals) go with it, checked the same way."""
+    """The files taken beside the backup (its cluster globals) and its catalog manifest go with it, checked the
+    same way."""
     root = backup.policy.primary_root()
-    for path, sha256 in backup.companions():
+    for path, sha256 in [*backup.companions(), *catalog_manifest.companion(backup)]:
         store.put(root / path, path, sha256=sha256)
         found = store.check(path)
         if found is None or found.sha256 != sha256:
@@ -146,6 +147,8 @@ def delete_copy(copy: BackupCopy, *, actor: audit.Actor = None, reason: str = ""
     try:
         store = storage.for_location(copy.location)
         where = store.where(copy.key)
+        if copy.backup.catalog_manifest_path:  # first: no manifest outlives the files it describes
+            store.delete(copy.backup.catalog_manifest_path)
         store.delete(copy.key)
         for path, _ in copy.backup.companions():
             store.delete(path)

@@ -1,5 +1,6 @@
 """One pipeline for every backup, however it was started (the admin, a schedule, `manage.py backup_now`):
-take the backup of its kind, verify it when the policy says so, then what follows a good backup.
+take the backup of its kind into its primary location (checked first: see `backups.locations`), verify it
+when the policy says so, write its catalog manifest beside it, then what follows a good backup.
 
 A backup whose verification fails is a failed backup: nothing that fails is catalogued as good, nothing after `take`
 runs for it, and it keeps nothing under a final name (`backups.leftovers`).
@@ -12,7 +13,7 @@ from collections.abc import Callable
 
 from django.utils.module_loading import import_string
 
-from backups import leftovers, offsite, retention, verify
+from backups import catalog_manifest, leftovers, locations, offsite, retention, verify
 from backups.models import Backup, BackupPolicy
 from portal import audit
 from portal.jobs import Reporter
@@ -52,6 +53,10 @@ def perform(backup: Backup, reporter: Reporter) -> None:
     for hold in HOLDS:
         if reason := hold(backup):
             raise BackupFailed(f"not taken: {reason}")
+    try:  # every kind writes under the primary location's folder: it must be there, and be that location's
+        locations.check_ready(backup.policy.primary_location())
+    except locations.LocationError as exc:
+        raise BackupFailed(f"not taken: {exc}") from exc
     verify_now = backup.policy.is_verification_due()
     with leftovers.removed_unless_good(backup, reporter):
         take(backup, reporter)
@@ -62,6 +67,7 @@ def perform(backup: Backup, reporter: Reporter) -> None:
             reporter.log(f"verification skipped: the policy verifies every {backup.policy.verify_every} backups")
         elif backup.kind in verify.VERIFIERS and not verify.verify(backup, reporter, actor=backup.triggered_by):
             raise BackupFailed(f"verification failed: {Backup.objects.get(pk=backup.pk).verification_error}")
+        reporter.log(f"catalog manifest written: {catalog_manifest.write(backup)}")
     after_success(backup, reporter)
 
 

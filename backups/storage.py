@@ -33,7 +33,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 
-from backups import files
+from backups import files, locations
 from backups.models import StorageLocation
 
 Progress = Callable[[int], None]  # called with the number of bytes just transferred
@@ -103,6 +103,14 @@ class Storage(ABC):
     def delete(self, key: str) -> None:
         """Remove `key` (a file or a folder); absent is fine."""
 
+    @abstractmethod
+    def keys(self, suffix: str) -> Iterator[str]:
+        """Every file's key that ends with `suffix`, leaving out hidden names (temporary files, the marker)."""
+
+
+def visible(key: str) -> bool:
+    return not any(part.startswith(".") for part in PurePosixPath(key).parts)
+
 
 def for_location(location: StorageLocation) -> Storage:
     if location.kind == StorageLocation.Kind.S3:
@@ -114,6 +122,9 @@ def for_location(location: StorageLocation) -> Storage:
 
 
 class LocalStorage(Storage):
+    """Every operation first checks the folder (`locations.check_ready`): allowed, and carrying this
+    location's marker. A disk that is not mounted is refused, never written to (or read as empty) in its stead."""
+
     def __init__(self, location: StorageLocation) -> None:
         super().__init__(location)
         self.root = Path(location.root)
@@ -121,11 +132,21 @@ class LocalStorage(Storage):
     def path(self, key: str) -> Path:
         return self.root / safe_key(key)
 
+    def ready(self) -> None:
+        try:
+            locations.check_ready(self.location)
+        except locations.LocationError as exc:
+            raise StorageError(str(exc)) from exc
+
+    def checked_path(self, key: str) -> Path:
+        self.ready()
+        return self.path(key)
+
     def where(self, key: str) -> str:
         return str(self.path(key))
 
     def put(self, source: Path, key: str, *, sha256: str, progress: Progress | None = None) -> None:
-        final = self.path(key)
+        final = self.checked_path(key)
         copy = copy_tree if source.is_dir() else copy_file
         try:
             copy(source, final, sha256, progress)
@@ -133,7 +154,7 @@ class LocalStorage(Storage):
             raise StorageError(f"{final}: {exc.strerror or exc}") from exc
 
     def fetch(self, key: str, dest: Path, *, progress: Progress | None = None) -> Stat:
-        source = self.path(key)
+        source = self.checked_path(key)
         if not source.exists():
             raise StorageError(f"{source}: not found")
         try:
@@ -146,7 +167,7 @@ class LocalStorage(Storage):
         return self.check(key)
 
     def check(self, key: str) -> Stat | None:
-        path = self.path(key)
+        path = self.checked_path(key)
         if not path.exists():
             return None
         try:
@@ -155,10 +176,18 @@ class LocalStorage(Storage):
             raise StorageError(f"{path}: {exc.strerror or exc}") from exc
 
     def delete(self, key: str) -> None:
+        path = self.checked_path(key)
         try:
-            _remove(self.path(key))
+            _remove(path)
         except OSError as exc:
-            raise StorageError(f"{self.path(key)}: {exc.strerror or exc}") from exc
+            raise StorageError(f"{path}: {exc.strerror or exc}") from exc
+
+    def keys(self, suffix: str) -> Iterator[str]:
+        self.ready()
+        for top, folders, names in os.walk(self.root):
+            folders[:] = sorted(f for f in folders if not f.startswith("."))
+            for name in sorted(n for n in names if n.endswith(suffix) and not n.startswith(".")):
+                yield Path(top, name).relative_to(self.root).as_posix()
 
 
 def copy_file(source: Path, final: Path, sha256: str | None, progress: Progress | None = None) -> Stat:
@@ -384,6 +413,15 @@ class S3Storage(Storage):
         with self.errors("delete", key):
             self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
             self._delete_tree(key)
+
+    def keys(self, suffix: str) -> Iterator[str]:
+        start = f"{self.prefix}/" if self.prefix else ""
+        with self.errors("list", f"*{suffix}"):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
+                for item in page.get("Contents", []):
+                    key = item["Key"][len(start):]
+                    if key.endswith(suffix) and visible(key):
+                        yield key
 
     def _delete_tree(self, key: str) -> None:
         keys = self._tree_keys(key)

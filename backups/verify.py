@@ -19,7 +19,7 @@ import psycopg
 from django.utils import timezone
 from psycopg import sql
 
-from backups import archive, basebackup, leases
+from backups import archive, basebackup, catalog_manifest, leases
 from backups.dump import connect_or_fail, count_rows, user_tables
 from backups.models import Backup, BackupPolicy
 from backups.restore import check_checksum, restore_logical
@@ -113,6 +113,7 @@ def _record(backup: Backup, state: str, error: str, seconds: float | None) -> No
     backup.verification, backup.verification_error, backup.verification_seconds = state, error[:10_000], seconds
     backup.verified_at = timezone.now()
     backup.save(update_fields=["verification", "verification_error", "verification_seconds", "verified_at"])
+    catalog_manifest.refresh(backup)
 
 
 def mark_damaged(backup: Backup, reason: str, *, found_by: str, actor: str = "system") -> None:

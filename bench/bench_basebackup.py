@@ -18,7 +18,7 @@ from pathlib import Path
 
 from _django import portal_database
 
-from backups import basebackup, pipeline, runs
+from backups import basebackup, locations, pipeline, runs
 from backups.models import Backup, BackupPolicy, StorageLocation
 from portal import pg, sample
 from portal.jobs import run_job
@@ -48,6 +48,7 @@ def main(scale: float) -> None:
             print(f"sample at scale {scale}: cluster {size / 2**20:.0f} MB, built in {built:.0f} s")
             managed = cluster.register("bench")
             location = StorageLocation.objects.create(name="bench", path=str(work / "portal"))
+            locations.initialise(location, actor="bench")
             policy = BackupPolicy.objects.create(name="bench base", kind="base", cluster=managed, retention_days=7)
             policy.locations.add(location)
             for label, option in (("client-gzip (level 6)", "client-gzip:6"), ("none", ""),

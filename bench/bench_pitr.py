@@ -30,7 +30,7 @@ from pathlib import Path
 
 from _django import portal_database
 
-from backups import pipeline, runs, walarchive, walcatalog, walsetup
+from backups import locations, pipeline, runs, walarchive, walcatalog, walsetup
 from backups.models import Backup, BackupPolicy, StorageLocation, WalArchive
 from portal import pg, sample
 from portal.jobs import run_job
@@ -178,6 +178,7 @@ def prepare(cluster: ScratchCluster, work: Path, scale: float, wal_megabytes: in
     managed = cluster.register("bench")
     archive = walsetup.configure(managed, folder=cluster.root / "wal", log=lambda line: None)
     location = StorageLocation.objects.create(name="bench", path=str(work / "backups"))
+    locations.initialise(location, actor="bench")
     policy = BackupPolicy.objects.create(name="bench base", kind="base", cluster=managed, retention_days=7)
     policy.locations.add(location)
     backup = runs.create(policy, actor="bench", via="bench")

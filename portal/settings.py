@@ -176,8 +176,9 @@ RECOVERY_REPLAY_TIMEOUT = env.int("RECOVERY_REPLAY_TIMEOUT", default=4 * 3600)
 DRILL_DEFAULT_SCHEDULE = env("DRILL_DEFAULT_SCHEDULE", default="0 4 * * 0")
 
 # --- Continuous WAL archiving and base backups (backups/walarchive.py, backups/basebackup.py).
-# Each cluster's archive folder is WAL_ARCHIVE_ROOT/<cluster name> unless configured otherwise.
-WAL_ARCHIVE_ROOT = _path("WAL_ARCHIVE_ROOT", BACKUP_ROOT / "wal")
+# Each cluster's archive folder is WAL_ARCHIVE_ROOT/<cluster name> unless configured otherwise. Beside
+# BACKUP_ROOT, not inside it: a storage location may not contain a WAL archive (backups/locations.py).
+WAL_ARCHIVE_ROOT = _path("WAL_ARCHIVE_ROOT", VAR_DIR / "wal")
 # PostgreSQL runs the archive command as the cluster's OS user: the system python3 (it starts in ~20 ms with
 # -I -S, a pyenv shim takes 100 ms) and a copy of backups/walarchive.py that user can read.
 WAL_ARCHIVE_PYTHON = env("WAL_ARCHIVE_PYTHON", default="/usr/bin/python3")

@@ -13,6 +13,7 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.db import connection
 
+from backups import locations
 from backups.models import StorageLocation
 from portal import audit_privileges, embedded, pg, sample
 from portal.models import ManagedCluster, ManagedDatabase
@@ -73,14 +74,14 @@ def scratch_cluster() -> Iterator[ScratchCluster]:
 
 @pytest.fixture
 def backup_root(db, tmp_path: Path, settings, monkeypatch) -> Path:
-    """BACKUP_ROOT for this test, here and in any worker it starts (the default `local` location's folder).
-    The default location is made first, as its migration does, since a transactional test before this one may
-    have flushed it away."""
+    """BACKUP_ROOT for this test, here and in any worker it starts (the default `local` location's folder),
+    initialised as `manage.py setup_embedded` does. The default location is made first, as its migration does,
+    since a transactional test before this one may have flushed it away."""
     root = tmp_path / "backups"
     root.mkdir()
     settings.BACKUP_ROOT = root
     monkeypatch.setenv("BACKUP_ROOT", str(root))
-    StorageLocation.default_local()
+    locations.initialise(StorageLocation.default_local(), actor="test")
     return root
 
 

@@ -21,12 +21,22 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from backups import files, pipeline, runs, walsetup
+from backups import files, locations, pipeline, runs, walsetup
 from backups.models import Backup, BackupPolicy, ConfigFileVersion, StorageLocation, WalArchive
 from portal import pg
 from portal.jobs import Reporter, run_job
 from portal.models import ManagedDatabase
 from tests.clusters import ScratchCluster, free_port
+
+
+def local_location(name: str, path: Path) -> StorageLocation:
+    """A local location as the admin makes one: checked, saved, its folder initialised (its marker written)."""
+    location = StorageLocation(name=name, kind=StorageLocation.Kind.LOCAL, path=str(path))
+    location.full_clean()
+    location.save()
+    locations.initialise(location, actor="test")
+    return location
+
 
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 BUCKET = "paws360-offsite"
@@ -178,7 +188,8 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
         yield mount
     finally:
         for point in mounts:
-            subprocess.run(["umount", str(point)], check=True)
+            if os.path.ismount(point):  # a test may have unmounted it already
+                subprocess.run(["umount", str(point)], check=True)
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ import pytest
 from django.test import override_settings
 
 from backups import files, pipeline, runs, verify, walarchive, walcatalog, walretention, walstatus
-from backups.models import Backup, BackupPolicy, StorageLocation
+from backups.models import Backup, BackupPolicy
 from backups.walwindow import recoverable_window
 from portal.jobs import run_job
-from tests.backups.conftest import QuietReporter, switch_wal
+from tests.backups.conftest import QuietReporter, local_location, switch_wal
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def base_policy(archiving, tmp_path) -> BackupPolicy:
-    location = StorageLocation.objects.create(name="local-test", path=str(tmp_path / "backups"))
+    location = local_location("local-test", tmp_path / "backups")
     policy = BackupPolicy.objects.create(name="scratch base", kind=BackupPolicy.Kind.BASE, cluster=archiving.cluster,
                                          retention_days=7, schedule="0 1 * * *")
     policy.locations.add(location)

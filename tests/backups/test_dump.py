@@ -33,7 +33,8 @@ def test_it_dumps_the_cluster_globals_without_passwords_beside_the_backup(logica
     assert globals_file.name.endswith(".globals.sql")
     assert "CREATE ROLE paws360_admin" in text and "PASSWORD" not in text
     assert files.sha256_of(globals_file) == backup.manifest["globals"]["sha256"]
-    assert set(backup.artifact_paths()) == {backup.path, backup.manifest["globals"]["path"]}
+    assert set(backup.artifact_paths()) == {backup.path, backup.manifest["globals"]["path"],
+                                            backup.catalog_manifest_path}
 
 
 def test_a_custom_format_backup_is_one_dump_file_verified_by_a_parallel_restore(logical_policy):

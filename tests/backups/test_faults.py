@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from backups import files, restore, verify
+from backups.locations import MARKER
 from backups.models import Backup, BackupPolicy
 from portal import pg
 from portal.models import ManagedCluster, ManagedDatabase
-from tests.backups.conftest import QuietReporter, in_thread, leftovers, run_now
+from tests.backups.conftest import QuietReporter, in_thread, init_default_location, leftovers, run_now
 from tests.conftest import wait_for
 
 AFTER_SUCCESS = "after success: offsite copies and retention"
@@ -90,6 +91,7 @@ def tiny_root(tmp_path: Path, settings, monkeypatch):
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
     settings.BACKUP_ROOT = mount
     monkeypatch.setenv("BACKUP_ROOT", str(mount))
+    init_default_location()
     try:
         yield mount
     finally:
@@ -137,7 +139,7 @@ def test_wrong_credentials_fail_the_backup_with_the_reason(scratch_policy, scrat
     assert "cannot connect to tester@127.0.0.1" in backup.error
     assert 'password authentication failed for user "tester"' in backup.error
     assert "not-the-password" not in backup.error + backup.log
-    assert not backup.is_good and not backup.sha256 and list(backup_root.rglob("*")) == []
+    assert not backup.is_good and not backup.sha256 and list(backup_root.rglob("*")) == [backup_root / MARKER]
 
 
 def test_an_unreachable_server_fails_the_backup_with_the_reason(scratch_policy, scratch_cluster, backup_root):
@@ -146,7 +148,7 @@ def test_an_unreachable_server_fails_the_backup_with_the_reason(scratch_policy, 
     assert backup.status == Backup.Status.FAILED
     assert f"cannot connect to tester@127.0.0.1:{scratch_cluster.port}/postgres" in backup.error
     assert "Connection refused" in backup.error
-    assert not backup.is_good and not backup.sha256 and list(backup_root.rglob("*")) == []
+    assert not backup.is_good and not backup.sha256 and list(backup_root.rglob("*")) == [backup_root / MARKER]
 
 
 def test_flipped_bytes_fail_verification_on_the_checksum_and_a_restore_refuses(each_format, scratch_database):

@@ -6,18 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from backups import files, offsite, storage
+from backups import files, locations, offsite, storage
 from backups.models import Backup, BackupCopy, StorageLocation
 from portal.jobs import reporting
 from portal.models import AuditEvent
-from tests.backups.conftest import BUCKET, catalog, run_now
+from tests.backups.conftest import BUCKET, catalog, local_location, run_now
 
 pytestmark = pytest.mark.django_db
 State = BackupCopy.State
 
 
 def second_disk(root: Path) -> StorageLocation:
-    return StorageLocation.objects.create(name="second-disk", kind=StorageLocation.Kind.LOCAL, path=str(root))
+    return local_location("second-disk", root)
 
 
 def with_locations(policy, *locations: StorageLocation):
@@ -69,7 +69,8 @@ def test_a_full_disk_records_the_copy_failed_with_no_partial_file(policy, tiny_f
     primary, copy = offsite.copy_to_locations(backup, actor="test")
     assert primary.state == State.PRESENT
     assert copy.state == State.FAILED and "No space left on device" in copy.error
-    assert list(tiny_fs.rglob("*.dump")) == [] and not [p for p in tiny_fs.rglob("*") if p.is_file()]
+    assert list(tiny_fs.rglob("*.dump")) == [] and [p.name for p in tiny_fs.rglob("*") if p.is_file()] == [
+        locations.MARKER]
     assert backup.local_path.read_bytes() == primary_before
     backup.refresh_from_db()
     assert backup.is_good  # the backup stays good; the admin shows its missing copy

@@ -17,7 +17,7 @@ from backups import leases, offsite, retention, storage
 from backups.models import Backup, BackupCopy, StorageLocation
 from portal import pg, schedules
 from portal.models import AuditEvent
-from tests.backups.conftest import catalog
+from tests.backups.conftest import catalog, local_location
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db
@@ -84,7 +84,7 @@ def test_unverified_backups_never_count_so_old_verified_ones_stay(policy):
 
 
 def test_it_expires_from_every_location_with_an_audit_event_per_deletion(policy, s3_location, tmp_path: Path):
-    second = StorageLocation.objects.create(name="second-disk", path=str(tmp_path / "second"))
+    second = local_location("second-disk", tmp_path / "second")
     policy.locations.set([StorageLocation.default_local(), second, s3_location])
     policy.min_verified = 1
     policy.save()
@@ -110,7 +110,7 @@ def test_it_expires_from_every_location_with_an_audit_event_per_deletion(policy,
 
 def test_a_deletion_that_failed_is_retried_by_the_next_run(policy, tmpfs):
     disk = tmpfs("4m")
-    second = StorageLocation.objects.create(name="second-disk", path=str(disk))
+    second = local_location("second-disk", disk)
     policy.locations.set([StorageLocation.default_local(), second])
     policy.min_verified = 1
     policy.save()
@@ -216,7 +216,7 @@ def test_retention_is_scheduled_hourly():
 @pytest.mark.django_db(transaction=True)
 def test_the_scheduled_task_expires_across_policies_with_the_worker_running(policy, tmp_path: Path, qcluster):
     # The worker is another process with its own BACKUP_ROOT: give the policy a location of its own.
-    own = StorageLocation.objects.create(name="own-root", path=str(tmp_path / "own-root"))
+    own = local_location("own-root", tmp_path / "own-root")
     policy.locations.set([own])
     policy.min_verified = 1
     policy.save()

@@ -8,15 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from backups import files, storage
+from backups import files, locations, storage
 from backups.models import StorageLocation
+from tests.backups import conftest
 from tests.backups.conftest import BUCKET, dump
 
 pytestmark = pytest.mark.django_db
 
 
 def local_location(root: Path, name: str = "second-disk") -> StorageLocation:
-    return StorageLocation.objects.create(name=name, kind=StorageLocation.Kind.LOCAL, path=str(root))
+    return conftest.local_location(name, root)
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ def test_a_local_put_refuses_a_source_that_does_not_match_its_checksum(dump_file
     store = storage.for_location(local_location(tmp_path / "second"))
     with pytest.raises(storage.StorageError, match="checksum mismatch"):
         store.put(source, "a.dump", sha256=hashlib.sha256(b"something else").hexdigest())
-    assert list((tmp_path / "second").iterdir()) == []
+    assert [p.name for p in (tmp_path / "second").iterdir()] == [locations.MARKER]
 
 
 def test_it_copies_a_directory_format_dump_as_a_folder(dump_folder, tmp_path: Path):

@@ -15,7 +15,7 @@ from playwright.sync_api import Page, expect
 from backups.models import Backup, BackupPolicy
 from portal import embedded, sample
 from portal.models import ManagedDatabase
-from tests.backups.conftest import config_versions
+from tests.backups.conftest import config_versions, init_default_location
 from tests.e2e.conftest import login, screenshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -28,6 +28,7 @@ def backup_root(tmp_path: Path, settings, monkeypatch) -> Path:
     root.mkdir()
     settings.BACKUP_ROOT = root
     monkeypatch.setenv("BACKUP_ROOT", str(root))  # the worker started by `qcluster` reads it
+    init_default_location()
     return root
 
 

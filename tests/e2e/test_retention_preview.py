@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 
 from backups import offsite
 from backups.models import Backup, BackupPolicy, StorageLocation
-from tests.backups.conftest import catalog
+from tests.backups.conftest import catalog, init_default_location, local_location
 from tests.e2e.conftest import login, screenshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -22,7 +22,8 @@ V = Backup.Verification
 @pytest.fixture
 def policy(sample_database, settings, tmp_path: Path) -> BackupPolicy:
     settings.BACKUP_ROOT = tmp_path / "backup-root"
-    second = StorageLocation.objects.create(name="second-disk", path=str(tmp_path / "second-disk"))
+    init_default_location()
+    second = local_location("second-disk", tmp_path / "second-disk")
     policy = BackupPolicy.objects.create(
         name=f"paws360-nightly-{uuid.uuid4().hex[:4]}", kind=BackupPolicy.Kind.LOGICAL,
         cluster=sample_database.cluster, database=sample_database, schedule="0 2 * * *", retention_days=30,

@@ -8,9 +8,9 @@ import pytest
 from playwright.sync_api import expect
 
 from backups import pipeline, runs, walarchive, walcatalog, walsetup, walstatus
-from backups.models import Backup, BackupPolicy, StorageLocation
+from backups.models import Backup, BackupPolicy
 from portal.jobs import run_job
-from tests.backups.conftest import switch_wal
+from tests.backups.conftest import local_location, switch_wal
 from tests.conftest import wait_for
 from tests.e2e.conftest import login, screenshot
 
@@ -24,7 +24,7 @@ def archiving(scratch_cluster, db):
 
 def test_an_auditor_sees_the_window_the_rpo_and_a_gap_on_the_timeline(page, live_server, auditor, archiving, tmp_path):
     target = archiving.cluster.target()
-    location = StorageLocation.objects.create(name="local-e2e", path=str(tmp_path / "backups"))
+    location = local_location("local-e2e", tmp_path / "backups")
     policy = BackupPolicy.objects.create(name="scratch base", kind=BackupPolicy.Kind.BASE, cluster=archiving.cluster,
                                          retention_days=7)
     policy.locations.add(location)

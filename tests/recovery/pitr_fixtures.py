@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from backups import walarchive, walcatalog
-from backups.models import Backup, BackupPolicy, StorageLocation, WalArchive
+from backups.models import Backup, BackupPolicy, WalArchive
 from portal import pg
 from recovery.models import RecoveryRequest
 from recovery.newcluster import NewCluster, postmaster_pid, stop
-from tests.backups.conftest import archiving, run_now, switch_wal  # noqa: F401 (fixtures used by the tests)
+from tests.backups.conftest import archiving, local_location, run_now, switch_wal  # noqa: F401 (fixtures used by the tests)
 from tests.clusters import RUN_AS
 from tests.conftest import wait_for
 
@@ -44,7 +44,7 @@ def recovery_root(settings) -> Iterator[Path]:
 
 @pytest.fixture
 def base_policy(archiving: WalArchive, tmp_path: Path) -> BackupPolicy:  # noqa: F811
-    location = StorageLocation.objects.create(name="pitr-test", path=str(tmp_path / "backups"))
+    location = local_location("pitr-test", tmp_path / "backups")
     policy = BackupPolicy.objects.create(name="scratch base", kind=BackupPolicy.Kind.BASE, cluster=archiving.cluster,
                                          retention_days=7, schedule="0 1 * * *")
     policy.locations.add(location)

@@ -9,7 +9,7 @@ from django.contrib.auth.models import Group, User
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from backups import defaults, walstatus
+from backups import defaults, locations, walstatus
 from portal import audit, embedded
 from portal.models import ManagedCluster
 from portal.roles import DBA
@@ -53,6 +53,7 @@ class Command(BaseCommand):
         schedule_drill): point-in-time of the cluster, and an hour later logical of the sample database."""
         from recovery.models import DrillSchedule
 
+        self.stdout.write(locations.initialise_default(actor="system:setup"))
         call_command("configure_archiving", cluster.name, stdout=self.stdout)
         walstatus.take_sample(cluster.wal_archive)
         created = defaults.ensure_runbook_policies(cluster.databases.get(name=settings.SAMPLE_DATABASE))
