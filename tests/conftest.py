@@ -81,8 +81,15 @@ def backup_root(db, tmp_path: Path, settings, monkeypatch) -> Path:
     root.mkdir()
     settings.BACKUP_ROOT = root
     monkeypatch.setenv("BACKUP_ROOT", str(root))
-    locations.initialise(StorageLocation.default_local(), actor="test")
+    init_default_location()
     return root
+
+
+def init_default_location() -> StorageLocation:
+    """The default location (BACKUP_ROOT), made if missing and its folder initialised (its marker written)."""
+    location = StorageLocation.default_local()
+    locations.initialise(location, actor="test")
+    return location
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from portal import pg
 from portal.jobs import Reporter, run_job
 from portal.models import ManagedDatabase
 from tests.clusters import ScratchCluster, free_port
+from tests.conftest import init_default_location  # noqa: F401 (the backup tests import it from here)
 
 
 def local_location(name: str, path: Path) -> StorageLocation:
