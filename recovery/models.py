@@ -124,11 +124,6 @@ class RecoveryRequest(Job):
     def is_finished(self) -> bool:
         return self.status in (self.Status.SUCCEEDED, self.Status.FAILED, self.Status.CANCELLED, self.Status.REJECTED)
 
-    def on_reaped(self) -> None:
-        from recovery import cleanup  # the procedures' undo steps use the catalogue and the services
-
-        cleanup.after_reaped(self)
-
     def clean(self) -> None:
         if self.kind == self.Kind.PITR and not self.target_time:
             raise ValidationError({"target_time": "A point-in-time recovery needs a target time."})

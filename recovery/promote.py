@@ -29,8 +29,8 @@ from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.utils import timezone
 
-from backups import pipeline, walarchive, walcatalog
 from backups.models import Backup
+from backups.wal import catalog, walarchive
 from portal import audit, jobs, pg
 from portal.jobs import Cancelled, Reporter
 from portal.models import ManagedCluster
@@ -48,7 +48,6 @@ from recovery.datadirs import (
     strip_pitr_settings,
 )
 from recovery.models import ACTIVE_STATES, RecoveryRequest, RecoveryStep
-from recovery.perform import PROCEDURES
 from recovery.pitr import archive_of, runbook_counts, utc
 from recovery.steps import Steps
 
@@ -349,7 +348,7 @@ def verify(request: RecoveryRequest, production: ManagedCluster, swap: Swap, say
                             f"on the new timeline ({swap.production.log_tail()})")
         time.sleep(0.5)
     say(f"{', '.join(wanted)} archived: archiving works on the new timeline")
-    walcatalog.scan(archive)
+    catalog.scan(archive)
     save_state(request, swap, "verified", timeline=timeline, archived=segment)
 
 
@@ -433,6 +432,3 @@ def undo_dead_run(request: RecoveryRequest, say: Say) -> None:
     put_back(request, say)
 
 
-PROCEDURES[RecoveryRequest.Kind.PROMOTE] = promote
-cleanup.register(RecoveryRequest.Kind.PROMOTE, undo_dead_run)
-pipeline.HOLDS.append(backups_held)

@@ -13,9 +13,10 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.db import connection
 
-from backups import locations
 from backups.models import StorageLocation
-from portal import audit_privileges, embedded, pg, sample
+from backups.storage import locations
+from portal import audit_privileges, embedded, pg
+from portal.embedded import sample
 from portal.models import ManagedCluster, ManagedDatabase
 from portal.roles import AUDITOR, DBA, OPERATOR, sync_role_permissions
 from tests.clusters import ScratchCluster

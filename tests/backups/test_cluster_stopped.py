@@ -9,7 +9,8 @@ import pytest
 
 from backups import runs
 from backups.models import Backup, BackupPolicy
-from portal import pg, sample
+from portal import pg
+from portal.embedded import sample
 from portal.models import ManagedDatabase
 from tests.conftest import wait_for
 

@@ -6,9 +6,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from backups import dump, files
+from backups import files
+from backups.kinds import logical as dump
 from backups.models import Backup, BackupPolicy
-from portal import pg, sample
+from portal import pg
+from portal.embedded import sample
 from tests.backups.conftest import leftovers, run_now
 
 

@@ -13,8 +13,8 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 
-from backups import locations, offsite, storage
 from backups.models import Backup, BackupCopy, StorageLocation
+from backups.storage import backends, locations, offsite
 from portal import instance
 from portal.models import AuditEvent
 from tests.backups.conftest import catalog, local_location, run_now
@@ -104,7 +104,7 @@ def test_initialising_writes_the_marker_and_an_audit_event(db, tmp_path: Path):
     marker = json.loads((tmp_path / "second" / locations.MARKER).read_text())
     assert (marker["instance"], marker["location"]) == (instance.instance_id(), "second-disk")
     assert marker["created"] and StorageLocation.objects.get(pk=location.pk).marker_written
-    event = AuditEvent.objects.get(action="storage.init")
+    event = AuditEvent.objects.get(action="backends.init")
     assert (event.outcome, event.details["marker"]) == ("success", str(tmp_path / "second" / locations.MARKER))
     assert "already its marker" in locations.initialise(location, actor="test")  # a second time: nothing to do
 
@@ -164,8 +164,8 @@ def test_a_marker_naming_another_location_is_refused(db, tmp_path: Path):
     third = StorageLocation.objects.create(name="third", path=str(tmp_path / "third"))
     (tmp_path / "third").mkdir()
     (tmp_path / "third" / locations.MARKER).write_text((tmp_path / "second" / locations.MARKER).read_text())
-    with pytest.raises(storage.StorageError, match="names location 'second-disk', not 'third'"):
-        storage.for_location(third).put(tmp_path / "third" / locations.MARKER, "x", sha256="")
+    with pytest.raises(backends.StorageError, match="names location 'second-disk', not 'third'"):
+        backends.for_location(third).put(tmp_path / "third" / locations.MARKER, "x", sha256="")
     assert second.marker_written
 
 

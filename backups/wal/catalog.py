@@ -20,8 +20,9 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from backups import files, walarchive
+from backups import files
 from backups.models import WalArchive, WalSegment
+from backups.wal import walarchive
 from portal import audit, pg
 
 COMMIT_RE = re.compile(r"desc: (?:COMMIT|ABORT) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC")

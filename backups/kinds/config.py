@@ -17,8 +17,9 @@ from pathlib import Path
 import psycopg
 from django.conf import settings
 
-from backups import archive, crypto
-from backups.dump import BackupError, backup_stamp, connect_or_fail
+from backups import crypto
+from backups.kinds import archive
+from backups.kinds.logical import BackupError, backup_stamp, connect_or_fail
 from backups.models import Backup, ConfigFileVersion
 from portal.jobs import Reporter
 

@@ -20,8 +20,9 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from backups import walarchive, walcatalog
 from backups.models import WalArchive, WalArchiveSample, WalSegment
+from backups.wal import catalog as walcatalog
+from backups.wal import walarchive
 from portal import pg
 
 STATE_SQL = """
@@ -175,3 +176,8 @@ def health(archive: WalArchive) -> tuple[bool, str]:
     if sample.alert == WalArchiveSample.Alert.WARNING:
         return True, f"warning: {summary}"
     return True, f"RPO {sample.rpo_seconds or 0:.0f} s, {sample.ready_count} waiting, {sample.segments} archived"
+
+
+def all_health() -> dict[str, tuple[bool, str]]:
+    """For /health: every archive, by its cluster's name."""
+    return {archive.cluster.name: health(archive) for archive in WalArchive.objects.select_related("cluster")}

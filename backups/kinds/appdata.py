@@ -12,8 +12,9 @@ from pathlib import Path
 
 from django.conf import settings
 
-from backups import archive, crypto
-from backups.dump import BackupError, backup_stamp
+from backups import crypto
+from backups.kinds import archive
+from backups.kinds.logical import BackupError, backup_stamp
 from backups.models import Backup
 from portal.jobs import Reporter
 

@@ -13,8 +13,8 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 from django_q.tasks import async_task
 
-from backups import locations, storage
 from backups.models import Backup, BackupCopy, StorageLocation
+from backups.storage import backends, locations
 from portal import audit
 from portal.admin import AuditedAdmin, status_badge
 from portal.templatetags.portal_format import size
@@ -85,10 +85,10 @@ class StorageLocationAdmin(AuditedAdmin):
     def test_connection(self, request: HttpRequest, queryset: QuerySet[StorageLocation]) -> None:
         for location in queryset:
             try:
-                outcome, level = storage.probe(location), messages.SUCCESS
-            except storage.StorageError as exc:
+                outcome, level = backends.probe(location), messages.SUCCESS
+            except backends.StorageError as exc:
                 outcome, level = str(exc), messages.ERROR
-            audit.record("storage.test", actor=request.user, obj=location, target=str(location),
+            audit.record("backends.test", actor=request.user, obj=location, target=str(location),
                          outcome=audit.Outcome.SUCCESS if level == messages.SUCCESS else audit.Outcome.FAILURE,
                          details={"outcome": outcome})
             self.message_user(request, f"{location}: {outcome}", level)

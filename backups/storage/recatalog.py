@@ -1,6 +1,6 @@
 """Rebuilding the catalog from a storage location after the portal's database was lost (`manage.py recatalog`).
 
-Every backup's catalog manifest in the location (`backups.catalog_manifest`) is read, and the backup's files
+Every backup's catalog manifest in the location (`backups.storage.catalog_manifest`) is read, and the backup's files
 are read back and compared with the manifest's size and sha256 (its companions' too). A backup already in the
 catalog (the same path: the same instance's same backup) is left alone, its copy in this location recorded if
 it was not; a damaged one (missing, another size or sha256, an unreadable manifest) is reported and never
@@ -23,8 +23,8 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Model
 from django.utils import timezone
 
-from backups import catalog_manifest, storage
 from backups.models import CATALOG_MANIFEST_SUFFIX, Backup, BackupCopy, BackupPolicy, StorageLocation
+from backups.storage import backends, catalog_manifest
 from portal import audit
 from portal.models import ManagedCluster, ManagedDatabase
 
@@ -56,7 +56,7 @@ def run(location: StorageLocation, *, actor: audit.Actor, dry_run: bool = False,
         progress: Progress | None = None) -> list[Outcome]:
     """Recatalog every manifest in `location`; one outcome each. StorageError when the location cannot be read
     at all (an S3 server that does not answer; a local folder whose marker is missing or not its own)."""
-    store = storage.for_location(location)
+    store = backends.for_location(location)
     keys = list(store.keys(CATALOG_MANIFEST_SUFFIX))
     outcomes = []
     for done, key in enumerate(keys):
@@ -72,7 +72,7 @@ def run(location: StorageLocation, *, actor: audit.Actor, dry_run: bool = False,
     return outcomes
 
 
-def one(store: storage.Storage, key: str, *, actor: audit.Actor, dry_run: bool) -> tuple[str, str]:
+def one(store: backends.Storage, key: str, *, actor: audit.Actor, dry_run: bool) -> tuple[str, str]:
     content = read(store, key)
     row = content["backup"]
     if key != f"{row['path']}{CATALOG_MANIFEST_SUFFIX}":
@@ -97,31 +97,31 @@ def one(store: storage.Storage, key: str, *, actor: audit.Actor, dry_run: bool) 
     return RECATALOGUED, f"#{backup.pk}{was}: {_summary(row)}{_primary_note(backup, store.location)}"
 
 
-def read(store: storage.Storage, key: str) -> dict[str, Any]:
+def read(store: backends.Storage, key: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="paws360-recatalog-") as folder:
         try:
             local = Path(folder) / "manifest.json"
             store.fetch(key, local)
             return catalog_manifest.read(local)
-        except (OSError, ValueError, KeyError, storage.StorageError) as exc:
+        except (OSError, ValueError, KeyError, backends.StorageError) as exc:
             raise NotCatalogued(DAMAGED, f"unreadable manifest: {exc}") from exc
 
 
-def check_files(store: storage.Storage, row: dict[str, Any]) -> None:
+def check_files(store: backends.Storage, row: dict[str, Any]) -> None:
     """The backup's files as stored, read back in full: the manifest's size and sha256, and its companions'."""
     expected = [(row["path"], row["sha256"], row["size_bytes"])]
     expected += [(c["path"], c["sha256"], None) for c in row.get("companions", [])]
     for path, sha256, size in expected:
         try:
             found = store.check(path)
-        except storage.StorageError as exc:
+        except backends.StorageError as exc:
             raise NotCatalogued(DAMAGED, str(exc)) from exc
         if found is None:
             raise NotCatalogued(DAMAGED, f"{store.where(path)} is missing")
         if size is not None and found.size != size:
             raise NotCatalogued(DAMAGED, f"{store.where(path)}: {found.size} bytes, the manifest says {size}")
         if found.sha256 != sha256:
-            raise NotCatalogued(DAMAGED, str(storage.checksum_mismatch(store.where(path), sha256, found.sha256)))
+            raise NotCatalogued(DAMAGED, str(backends.checksum_mismatch(store.where(path), sha256, found.sha256)))
 
 
 def create(content: dict[str, Any], location: StorageLocation) -> tuple[Backup, list[Model]]:

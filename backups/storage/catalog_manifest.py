@@ -10,7 +10,7 @@ configuration; configuration backups' file contents stay in their archive and th
 
 It is written atomically (`files.atomic_file`) once the backup is good (taken, and verified when due),
 rewritten when its verification state changes, copied to every other location with the backup and deleted
-with it. `manage.py recatalog` reads it back (`backups/recatalog.py`).
+with it. `manage.py recatalog` reads it back (`backups/storage/recatalog.py`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from typing import Any
 
 from django.utils import timezone
 
-from backups import files, locations, storage
+from backups import files
 from backups.models import Backup, BackupCopy, StorageLocation
+from backups.storage import backends, locations
 from portal import instance
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,8 @@ def _push(backup: Backup, source: Path, primary: StorageLocation) -> list[str]:
     present = backup.copies.filter(state=BackupCopy.State.PRESENT).exclude(location=primary)
     for copy in present.select_related("location"):
         try:
-            storage.for_location(copy.location).put(source, backup.catalog_manifest_path, sha256=sha256)
-        except storage.StorageError as exc:
+            backends.for_location(copy.location).put(source, backup.catalog_manifest_path, sha256=sha256)
+        except backends.StorageError as exc:
             problems.append(f"{copy.location}: {exc}")
     return problems
 

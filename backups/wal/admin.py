@@ -16,9 +16,10 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from backups import walcatalog, walstatus
 from backups.models import Backup, BackupPolicy, WalArchive, WalArchiveSample, WalSegment
-from backups.walwindow import recoverable_window
+from backups.wal import catalog
+from backups.wal import status as walstatus
+from backups.wal.window import recoverable_window
 from portal import audit
 from portal.admin import status_badge
 from portal.templatetags.portal_format import size
@@ -96,7 +97,7 @@ def rpo_chart(samples: list[WalArchiveSample], scale: Scale, archive_timeout: in
 
 
 def filling_chart(archive: WalArchive, hours: int = 24) -> dict[str, object]:
-    rows = walcatalog.recent_arrivals(archive, hours)
+    rows = catalog.recent_arrivals(archive, hours)
     top = max([count for _, count, _ in rows] + [1])
     bars = [{"hour": hour, "count": count, "bytes": size(total), "height": round(100 * count / top, 1)}
             for hour, count, total in rows]
@@ -115,7 +116,7 @@ def timeline_context(archive: WalArchive) -> dict[str, object]:
     return {
         "archive": archive, "sample": archive.latest_sample(), "window": window, "scale": scale,
         "marks": timeline_marks(archive, window, scale), "rpo": rpo_chart(samples, scale, archive.archive_timeout),
-        "filling": filling_chart(archive), "segments": walcatalog.totals(archive),
+        "filling": filling_chart(archive), "segments": catalog.totals(archive),
         "recent_segments": archive.segments.order_by("-arrived_at")[:12],
         "ticks": [{"left": scale.at(scale.start + (scale.end - scale.start) * i / 6),
                    "label": timezone.localtime(scale.start + (scale.end - scale.start) * i / 6)} for i in range(7)],
@@ -181,7 +182,7 @@ class WalArchiveAdmin(admin.ModelAdmin):
 
     @admin.display(description="Archived")
     def archived(self, obj: WalArchive) -> str:
-        count, total = walcatalog.totals(obj)
+        count, total = catalog.totals(obj)
         return f"{count} files, {size(total)}"
 
     @admin.display(description="Recoverable until")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import pwd
+from collections.abc import Callable
+from typing import TextIO
 
 from django.conf import settings
 
@@ -12,6 +14,16 @@ from portal import pg
 from portal.models import ManagedCluster, ManagedDatabase
 
 CLUSTER_NAME = "embedded"
+SetupStep = Callable[[ManagedCluster, TextIO], None]  # the cluster, and where to say what was done
+
+# What the apps set up on the embedded default's managed cluster once it is registered (`manage.py setup_embedded`),
+# registered from their AppConfig.ready(): archiving and the runbook's backup policies, drill schedules...
+SETUP_STEPS: list[SetupStep] = []
+
+
+def register_setup(step: SetupStep) -> None:
+    if step not in SETUP_STEPS:
+        SETUP_STEPS.append(step)
 
 
 def target(dbname: str = "postgres") -> pg.Target:

@@ -18,8 +18,8 @@ from django.conf import settings
 from django.utils import timezone
 from psycopg import sql
 
-from backups import walarchive
 from backups.models import WalArchive
+from backups.wal import walarchive
 from portal import audit, pg, schedules
 from portal.models import ManagedCluster
 

@@ -10,9 +10,9 @@ from datetime import timedelta
 from django.db.models import Q
 from django.utils import timezone
 
-from backups import walarchive
 from backups.models import Backup, BackupPolicy, WalArchive, WalSegment
-from backups.walwindow import kept_base_backups
+from backups.wal import walarchive
+from backups.wal.window import kept_base_backups
 from portal import audit
 
 

@@ -13,8 +13,9 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from backups import catalog_manifest, leases, storage
+from backups import leases
 from backups.models import Backup, BackupCopy, StorageLocation
+from backups.storage import backends, catalog_manifest
 from portal import audit
 from portal.jobs import Reporter
 
@@ -73,13 +74,13 @@ def copy_one(backup: Backup, location: StorageLocation, reporter: Reporter | Non
         return copy
     store = None
     try:
-        store = storage.for_location(location)
+        store = backends.for_location(location)
         progress = _progress(reporter, backup, location)
         store.put(backup.local_path, copy.key, sha256=backup.sha256, progress=progress)
         _expect(store.check(copy.key), backup, store.where(copy.key))
         _put_companions(store, backup)
     except Exception as exc:  # any failure is the copy's outcome, recorded; the backup itself stays good
-        error = str(exc) if isinstance(exc, storage.StorageError) else f"{type(exc).__name__}: {exc}"
+        error = str(exc) if isinstance(exc, backends.StorageError) else f"{type(exc).__name__}: {exc}"
         _finish(copy, State.FAILED, error=error)
     else:
         now = timezone.now()
@@ -94,7 +95,7 @@ def copy_one(backup: Backup, location: StorageLocation, reporter: Reporter | Non
     return copy
 
 
-def _put_companions(store: storage.Storage, backup: Backup) -> None:
+def _put_companions(store: backends.Storage, backup: Backup) -> None:
     """The files taken beside the backup (its cluster globals) and its catalog manifest go with it, checked the
     same way."""
     root = backup.policy.primary_root()
@@ -102,22 +103,22 @@ def _put_companions(store: storage.Storage, backup: Backup) -> None:
         store.put(root / path, path, sha256=sha256)
         found = store.check(path)
         if found is None or found.sha256 != sha256:
-            raise storage.checksum_mismatch(store.where(path), sha256, found.sha256 if found else "nothing")
+            raise backends.checksum_mismatch(store.where(path), sha256, found.sha256 if found else "nothing")
 
 
-def _progress(reporter: Reporter | None, backup: Backup, location: StorageLocation) -> storage.Progress | None:
+def _progress(reporter: Reporter | None, backup: Backup, location: StorageLocation) -> backends.Progress | None:
     if reporter is None:
         return None
-    return storage.ByteCounter(lambda done: reporter.progress(done, backup.size_bytes, f"copying to {location}"))
+    return backends.ByteCounter(lambda done: reporter.progress(done, backup.size_bytes, f"copying to {location}"))
 
 
-def _expect(found: storage.Stat | None, backup: Backup, where: str) -> None:
+def _expect(found: backends.Stat | None, backup: Backup, where: str) -> None:
     if found is None:
-        raise storage.StorageError(f"{where}: not found when read back")
+        raise backends.StorageError(f"{where}: not found when read back")
     if backup.size_bytes is not None and found.size != backup.size_bytes:
-        raise storage.StorageError(f"{where}: size mismatch: expected {backup.size_bytes} bytes, found {found.size}")
+        raise backends.StorageError(f"{where}: size mismatch: expected {backup.size_bytes} bytes, found {found.size}")
     if found.sha256 != backup.sha256:
-        raise storage.checksum_mismatch(where, backup.sha256, found.sha256)
+        raise backends.checksum_mismatch(where, backup.sha256, found.sha256)
 
 
 def _finish(copy: BackupCopy, state: str, **fields: object) -> None:
@@ -129,10 +130,10 @@ def _finish(copy: BackupCopy, state: str, **fields: object) -> None:
 
 def check_copy(copy: BackupCopy, *, actor: audit.Actor = None) -> BackupCopy:
     """Read a copy back in full and compare its size and sha256 with the catalog's."""
-    store = storage.for_location(copy.location)
+    store = backends.for_location(copy.location)
     try:
         _expect(store.check(copy.key), copy.backup, store.where(copy.key))
-    except storage.StorageError as exc:
+    except backends.StorageError as exc:
         _finish(copy, State.FAILED, error=str(exc), checked_at=timezone.now())
     else:
         _finish(copy, State.PRESENT, checked_at=timezone.now())
@@ -145,14 +146,14 @@ def check_copy(copy: BackupCopy, *, actor: audit.Actor = None) -> BackupCopy:
 def delete_copy(copy: BackupCopy, *, actor: audit.Actor = None, reason: str = "") -> bool:
     """Remove one copy's file or object; the copy is `deleted`, or keeps its state with the error."""
     try:
-        store = storage.for_location(copy.location)
+        store = backends.for_location(copy.location)
         where = store.where(copy.key)
         if copy.backup.catalog_manifest_path:  # first: no manifest outlives the files it describes
             store.delete(copy.backup.catalog_manifest_path)
         store.delete(copy.key)
         for path, _ in copy.backup.companions():
             store.delete(path)
-    except storage.StorageError as exc:
+    except backends.StorageError as exc:
         BackupCopy.objects.filter(pk=copy.pk).update(error=f"delete failed: {exc}")
         audit.record("backup.copy.delete", actor=actor, obj=copy.backup, target=str(copy),
                      outcome=audit.Outcome.FAILURE, details={"location": copy.location.name, "error": str(exc)})

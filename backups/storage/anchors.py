@@ -12,7 +12,7 @@ from pathlib import Path
 
 from backups import files
 from backups.models import StorageLocation
-from backups.storage import S3Storage
+from backups.storage.backends import S3Storage
 from portal.anchors import Anchor, AnchorStore
 
 FILE_NAME = "audit-anchors.jsonl"

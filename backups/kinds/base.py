@@ -25,9 +25,10 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
-from backups import files, walarchive
+from backups import files
 from backups.models import Backup, BackupPolicy
 from backups.restore import check_checksum
+from backups.wal import walarchive
 from portal import pg
 from portal.jobs import Reporter
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from backups import crypto
-from backups.dump import Written, stored_stream
+from backups.kinds.logical import Written, stored_stream
 
 MANIFEST_NAME = "MANIFEST.sha256"
 CHUNK = 1024 * 1024

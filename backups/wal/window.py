@@ -15,8 +15,8 @@ from datetime import datetime
 
 from django.db.models import Max
 
-from backups import walarchive, walcatalog
 from backups.models import Backup, BackupPolicy, WalArchive, WalSegment
+from backups.wal import catalog, walarchive
 from portal.models import ManagedCluster
 
 
@@ -36,21 +36,21 @@ class Range:
 class Window:
     start: datetime | None
     end: datetime | None
-    gaps: list[walcatalog.Gap] = field(default_factory=list)
+    gaps: list[catalog.Gap] = field(default_factory=list)
     ranges: list[Range] = field(default_factory=list)
 
     @property
     def recoverable(self) -> bool:
         return self.start is not None
 
-    def gap_after(self, covered: Range) -> walcatalog.Gap | None:
+    def gap_after(self, covered: Range) -> catalog.Gap | None:
         """The gap where `covered` ends: WAL missing right after its last segment (None: it ends at the newest)."""
         if not self.gaps:
             return None
         _, last = walarchive.parse_segment(covered.last_segment, self.gaps[0].segment_size)
         return next((gap for gap in self.gaps if gap.first == last + 1), None)
 
-    def as_tuple(self) -> tuple[datetime | None, datetime | None, list[walcatalog.Gap]]:
+    def as_tuple(self) -> tuple[datetime | None, datetime | None, list[catalog.Gap]]:
         return self.start, self.end, self.gaps
 
     def __str__(self) -> str:
@@ -69,7 +69,7 @@ def kept_base_backups(cluster: ManagedCluster):
 
 def range_of(archive: WalArchive, backup: Backup) -> Range | None:
     _, first = walarchive.parse_segment(backup.start_wal, archive.segment_size)
-    last = walcatalog.newest_contiguous(archive, first)
+    last = catalog.newest_contiguous(archive, first)
     if last is None:
         return None
     last_commit = (archive.segments.filter(kind="segment", state=WalSegment.State.PRESENT,
@@ -84,7 +84,7 @@ def recoverable_window(cluster: ManagedCluster) -> Window:
     archive = WalArchive.objects.filter(cluster=cluster).first()
     if archive is None:
         return Window(None, None)
-    gaps = walcatalog.find_gaps(archive)
+    gaps = catalog.find_gaps(archive)
     ranges = [r for r in (range_of(archive, b) for b in kept_base_backups(cluster)) if r is not None]
     merged: list[Range] = []
     for candidate in ranges:
