@@ -21,9 +21,10 @@ from psycopg import sql
 
 from backups import leases
 from backups.kinds import archive
-from backups.kinds.logical import connect_or_fail, count_rows, user_tables
+from backups.kinds.logical import connect_or_fail
 from backups.models import Backup
 from backups.restore import check_checksum, restore_logical
+from backups.rowcounts import count_rows, user_tables
 from backups.storage import catalog_manifest
 from portal import audit, pg
 from portal.jobs import Reporter

@@ -139,8 +139,8 @@ class RecoveryRequestAdmin(admin.ModelAdmin):
                 recovery = approvals.submit(form.instance, request.user)
             except approvals.Refused as exc:
                 form.add_error(None, str(exc))
-            except ValidationError as exc:  # checked again when submitted: the catalogue may have changed since
-                form.add_error(None, exc)
+            except ValidationError as exc:  # the kind's checks: the catalogue, the clusters, the files
+                form.add_check_errors(exc)
             else:
                 messages.success(request, self._submitted_message(recovery))
                 return HttpResponseRedirect(reverse("admin:recovery_recoveryrequest_change", args=[recovery.pk]))

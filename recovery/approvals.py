@@ -10,6 +10,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from portal import audit
+from recovery import validation
 from recovery.models import ACTIVE_STATES, Approval, RecoveryRequest
 
 RUN_TASK = "recovery.tasks.run_recovery"
@@ -40,9 +41,10 @@ def submit(request: RecoveryRequest, requester: AbstractBaseUser) -> RecoveryReq
     request.requester = requester
     request.settle_destination()
     request.status = RecoveryRequest.Status.REQUESTED if request.needs_approval else RecoveryRequest.Status.QUEUED
-    # clean() may name the destination (a point-in-time recovery's default), so the check comes after it; the
-    # one-destination constraint is checked below with a better message than full_clean's.
+    # The kind's checks may name the destination (a point-in-time recovery's default), so the check comes after them;
+    # the one-destination constraint is checked below with a better message than full_clean's.
     request.full_clean(exclude=["requester"], validate_constraints=False)
+    validation.validate(request)
     _check_destination_free(request)
     try:
         with transaction.atomic():

@@ -133,14 +133,6 @@ class RecoveryRequest(Job):
             raise ValidationError({"database": "Choose the database to recover."})
         if self.kind == self.Kind.DRILL and self.destination == self.Destination.REPLACE:
             raise ValidationError({"destination": "A drill never replaces production."})
-        if self.kind == self.Kind.PITR and self.target_time and self.cluster_id:
-            from recovery.pitr import validate_request
-
-            validate_request(self)
-        if self.kind == self.Kind.PROMOTE:
-            from recovery.promote import validate_request as validate_promotion
-
-            validate_promotion(self)
 
 
 class Approval(models.Model):

@@ -54,14 +54,12 @@ class StorageLocation(models.Model):
         return self.name
 
     def clean(self) -> None:
-        """The folder is checked (`backups.storage.locations.path_problem`): not `/`, a system folder, a cluster's data
-        directory or a WAL archive, nor inside one."""
-        from backups.storage import locations
-
+        """What can be said without looking at the disk or the catalogue; the folder itself is checked where a
+        location is made or used (`backups.storage.locations.validate`)."""
         if self.kind == self.Kind.S3 and not self.bucket:
             raise ValidationError({"bucket": "An S3 location needs a bucket."})
-        if self.kind == self.Kind.LOCAL and (problem := locations.path_problem(self)):
-            raise ValidationError({"path": problem})
+        if self.kind == self.Kind.LOCAL and self.path and not self.path.startswith("/"):
+            raise ValidationError({"path": "Give an absolute path."})
 
     @property
     def root(self) -> str:

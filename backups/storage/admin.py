@@ -21,8 +21,9 @@ from portal.templatetags.portal_format import size
 
 
 class StorageLocationForm(forms.ModelForm):
-    """The folder is checked by the model (`StorageLocation.clean`); here, that its marker can be written: a
-    folder with another location's or portal's marker, or not empty without one, is refused with the reason."""
+    """The folder is checked (`locations.path_problem`: not `/`, a system folder, a cluster's data directory or a WAL
+    archive, nor inside one), and that its marker can be written: a folder with another location's or portal's
+    marker, or not empty without one, is refused with the reason."""
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -30,8 +31,9 @@ class StorageLocationForm(forms.ModelForm):
             name: cleaned.get(name, getattr(self.instance, name)) for name in ("name", "kind", "path")})
         moved = self.instance.pk is None or bool({"kind", "path"} & set(self.changed_data))
         candidate.marker_written = None if moved else self.instance.marker_written
-        checkable = candidate.kind == StorageLocation.Kind.LOCAL and not locations.path_problem(candidate)
-        if checkable and (problem := locations.marker_problem(candidate)):
+        if candidate.kind != StorageLocation.Kind.LOCAL or "path" in self.errors:
+            return cleaned
+        if (problem := locations.path_problem(candidate)) or (problem := locations.marker_problem(candidate)):
             self.add_error("path", problem)
         return cleaned
 

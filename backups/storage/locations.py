@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from backups import files
@@ -101,6 +102,12 @@ def path_problem(location: StorageLocation) -> str:
         return f"{shown} {problem}."
     problems = [problem for folder, what in _neighbours(location) if (problem := _overlap(real, folder, what))]
     return f"{shown} {'; '.join(problems)}." if problems else ""
+
+
+def validate(location: StorageLocation) -> None:
+    """The folder as a form error (the admin, `init_location`, `recatalog`): `path_problem`, on the path field."""
+    if location.kind == StorageLocation.Kind.LOCAL and (problem := path_problem(location)):
+        raise ValidationError({"path": problem})
 
 
 def check_path(location: StorageLocation) -> None:

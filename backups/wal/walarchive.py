@@ -3,26 +3,25 @@
     archive_command = '/usr/bin/python3 -I -S .../walarchive.py push %p %f /archive/dir [--compress=zstd|auto]'
     restore_command = '/usr/bin/python3 -I -S .../walarchive.py fetch %f %p /archive/dir'
 
-A standalone program: the standard library only, no Django, no portal database, so archiving goes on when
-the portal is down. Run with the system python3 and `-I -S` it starts in about 20 ms.
+A standalone program: the standard library only, no Django, no portal database, so archiving goes on when the portal
+is down. Run with the system python3 and `-I -S` it starts in about 20 ms.
 
-push: the segment is copied (or compressed with zstd: every file, or with `auto` only the segments a switch
-ended early, whose unwritten rest compresses to almost nothing) to a temporary name in the archive folder, fsynced,
-linked to its final name (a link never replaces an existing file), and the folder fsynced. A segment already
-in the archive with the same content is success; with different content, failure, and the archived file is
-left as it is. A WAL segment whose long page header names another cluster (system identifier), another
-timeline or another position than its file name is refused. Every failure exits 1: PostgreSQL keeps the
-segment and retries.
+push: the segment is copied (or compressed with zstd: every file, or with `auto` only the segments a switch ended
+early, whose unwritten rest compresses to almost nothing) to a temporary name in the archive folder, fsynced, linked
+to its final name (a link never replaces an existing file), and the folder fsynced. A segment already in the archive
+with the same content is success; with different content, failure, and the archived file is left as it is. A WAL
+segment whose long page header names another cluster (system identifier), another timeline or another position than
+its file name is refused. Every failure exits 1: PostgreSQL keeps the segment and retries.
 
-fetch: exit 1 when the file is not in the archive (PostgreSQL asks for files that do not exist, and ends
-recovery at the first missing segment). Any other trouble — the archive folder unreadable or not the
-archive (no SYSTEM_IDENTIFIER marker: an unmounted folder), a corrupt compressed segment, a segment of
-another cluster, a failed write into pg_wal — exits 255: an exit status above 125 makes PostgreSQL's startup
-process stop with FATAL instead of ending recovery early at what looks like the end of the archive.
+fetch: exit 1 when the file is not in the archive (PostgreSQL asks for files that do not exist, and ends recovery at
+the first missing segment). Any other trouble — the archive folder unreadable or not the archive (no SYSTEM_IDENTIFIER
+marker: an unmounted folder), a corrupt compressed segment, a segment of another cluster, a failed write into pg_wal —
+exits 255: an exit status above 125 makes PostgreSQL's startup process stop with FATAL instead of ending recovery
+early at what looks like the end of the archive.
 
-The archive folder holds SYSTEM_IDENTIFIER (written by `manage.py configure_archiving`), and the files
-under PostgreSQL's own names, with `.zst` appended when compressed. zstd frames carry a checksum of their
-content, so a damaged compressed segment fails to decompress.
+The archive folder holds SYSTEM_IDENTIFIER (written by `manage.py configure_archiving`), and the files under
+PostgreSQL's own names, with `.zst` appended when compressed. zstd frames carry a checksum of their content, so a
+damaged compressed segment fails to decompress.
 """
 
 from __future__ import annotations
@@ -122,10 +121,8 @@ def archive_system_identifier(archive: PathLike) -> int:
         with open(os.path.join(archive, MARKER)) as marker:
             return int(marker.read().split()[0])
     except FileNotFoundError:
-        raise ArchiveError(
-            f"{archive}: no {MARKER} file: not an initialised WAL archive (not mounted?); "
-            "run manage.py configure_archiving"
-        ) from None
+        raise ArchiveError(f"{archive}: no {MARKER} file: not an initialised WAL archive (not mounted?); "
+                           "run manage.py configure_archiving") from None
     except (OSError, ValueError, IndexError) as exc:
         raise ArchiveError(f"{archive}/{MARKER}: unreadable: {exc}") from exc
 
@@ -134,10 +131,8 @@ def check_segment(source: PathLike, name: str, system_identifier: int) -> None:
     """Refuse a segment of another cluster, or whose header disagrees with its name or size."""
     header = read_long_header(source)
     if header["system_identifier"] != system_identifier:
-        raise ArchiveError(
-            f"{name}: belongs to database system {header['system_identifier']}, "
-            f"this archive to {system_identifier}: refused"
-        )
+        raise ArchiveError(f"{name}: belongs to database system {header['system_identifier']}, "
+                           f"this archive to {system_identifier}: refused")
     seg_size = header["segment_size"]
     if seg_size <= 0 or seg_size & (seg_size - 1):
         raise ArchiveError(f"{name}: implausible segment size {seg_size} in its header")
@@ -145,10 +140,9 @@ def check_segment(source: PathLike, name: str, system_identifier: int) -> None:
     # The first segment of a new timeline begins as a copy of the old timeline's up to the switch: its first page
     # still says the old timeline (a promoted point-in-time recovery archives exactly such a segment).
     if not 0 < header["timeline"] <= timeline or header["pageaddr"] != segno * seg_size:
-        raise ArchiveError(
-            f"{name}: its header says timeline {header['timeline']} at {format_lsn(header['pageaddr'])}, "
-            f"its name timeline {timeline} at {format_lsn(segno * seg_size)}: refused"
-        )
+        raise ArchiveError(f"{name}: its header says timeline {header['timeline']} at "
+                           f"{format_lsn(header['pageaddr'])}, its name timeline {timeline} at "
+                           f"{format_lsn(segno * seg_size)}: refused")
     size = os.stat(source).st_size
     if kind_of(name) == "segment" and size != seg_size:
         raise ArchiveError(f"{name}: {size} bytes, a segment has {seg_size}")
@@ -240,16 +234,6 @@ def _decompressed(what: PathLike, code: int, message: str) -> None:
         raise ArchiveError(f"{what}: cannot be decompressed (damaged?): {message or 'exit ' + str(code)}")
 
 
-def _read_exact(stream: object, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        more = stream.read(size - len(data))  # type: ignore[attr-defined]
-        if not more:
-            break
-        data += more
-    return data
-
-
 def same_content(source: PathLike, archived: PathLike) -> bool:
     """Byte for byte, decompressing the archived file if needed; a damaged archived file raises."""
     stream, child = open_content(archived)
@@ -258,7 +242,7 @@ def same_content(source: PathLike, archived: PathLike) -> bool:
         with open(source, "rb") as src:
             while equal:
                 ours = src.read(CHUNK)
-                theirs = _read_exact(stream, len(ours) or 1)
+                theirs = stream.read(len(ours) or 1)  # type: ignore[attr-defined]  # buffered: whole, or EOF
                 equal = ours == theirs
                 if not ours:
                     break
@@ -403,9 +387,8 @@ def main(argv: list[str]) -> int:
         if command == "push":
             push(args[1], args[2], args[3], compress)
             return 0
-        if fetch(args[1], args[2], args[3]):
-            return 0
-        return EXIT_FAILED  # not in the archive: the normal end of what there is to restore
+        # Not in the archive (EXIT_FAILED): the normal end of what there is to restore.
+        return 0 if fetch(args[1], args[2], args[3]) else EXIT_FAILED
     except (ArchiveError, OSError, ValueError) as exc:  # posix_spawn's errors are OSError
         print(f"walarchive {command}: {exc}", file=sys.stderr)
         return EXIT_STOP_RECOVERY if command == "fetch" else EXIT_FAILED

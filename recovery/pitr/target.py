@@ -86,7 +86,10 @@ def default_destination_name(cluster: ManagedCluster, target: datetime) -> str:
 
 
 def validate_request(request: RecoveryRequest) -> None:
-    """For the request form and RecoveryRequest.clean(): a clear error on the field at fault."""
+    """A point-in-time request's checks (`recovery.validation`, when it is submitted): a clear error on the field at
+    fault. Without a target time or a cluster, the model's own check says so."""
+    if not (request.target_time and request.cluster_id):
+        return
     if request.destination == RecoveryRequest.Destination.REPLACE:
         raise ValidationError({"destination": "A point-in-time recovery builds a new cluster beside production. "
                                "To make it production, check it, then request \u201cMake this cluster production\u201d "

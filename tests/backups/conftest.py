@@ -36,6 +36,7 @@ def local_location(name: str, path: Path) -> StorageLocation:
     """A local location as the admin makes one: checked, saved, its folder initialised (its marker written)."""
     location = StorageLocation(name=name, kind=StorageLocation.Kind.LOCAL, path=str(path))
     location.full_clean()
+    locations.validate(location)
     location.save()
     locations.initialise(location, actor="test")
     return location

@@ -26,7 +26,9 @@ State = BackupCopy.State
 def refusal(path: str | Path) -> str:
     """The model's reason for refusing a local location at `path` ("" when it is accepted)."""
     try:
-        StorageLocation(name="candidate", kind=StorageLocation.Kind.LOCAL, path=str(path)).full_clean()
+        candidate = StorageLocation(name="candidate", kind=StorageLocation.Kind.LOCAL, path=str(path))
+        candidate.full_clean()
+        locations.validate(candidate)
     except ValidationError as exc:
         return " ".join(exc.message_dict["path"])
     return ""

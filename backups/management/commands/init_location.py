@@ -36,6 +36,7 @@ def located(name: str, path: str | None) -> tuple[StorageLocation, bool]:
         location.path, location.marker_written = path, None
     try:
         location.full_clean()
+        locations.validate(location)
     except ValidationError as exc:
         raise CommandError(f"{name}: {'; '.join(exc.messages)}") from exc
     return location, changed

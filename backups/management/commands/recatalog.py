@@ -48,6 +48,7 @@ def location_from_marker(folder: str, *, create: bool, actor: str) -> StorageLoc
     location = StorageLocation(name=marker["location"], kind=StorageLocation.Kind.LOCAL, path=folder)
     try:
         location.full_clean()
+        locations.validate(location)
     except ValidationError as exc:
         raise CommandError(f"{folder}: {'; '.join(exc.messages)}") from exc
     if create:
