@@ -90,7 +90,7 @@ class StorageLocationAdmin(AuditedAdmin):
                 outcome, level = backends.probe(location), messages.SUCCESS
             except backends.StorageError as exc:
                 outcome, level = str(exc), messages.ERROR
-            audit.record("backends.test", actor=request.user, obj=location, target=str(location),
+            audit.record("storage.test", actor=request.user, obj=location, target=str(location),
                          outcome=audit.Outcome.SUCCESS if level == messages.SUCCESS else audit.Outcome.FAILURE,
                          details={"outcome": outcome})
             self.message_user(request, f"{location}: {outcome}", level)

@@ -106,7 +106,7 @@ def test_initialising_writes_the_marker_and_an_audit_event(db, tmp_path: Path):
     marker = json.loads((tmp_path / "second" / locations.MARKER).read_text())
     assert (marker["instance"], marker["location"]) == (instance.instance_id(), "second-disk")
     assert marker["created"] and StorageLocation.objects.get(pk=location.pk).marker_written
-    event = AuditEvent.objects.get(action="backends.init")
+    event = AuditEvent.objects.get(action="storage.init")
     assert (event.outcome, event.details["marker"]) == ("success", str(tmp_path / "second" / locations.MARKER))
     assert "already its marker" in locations.initialise(location, actor="test")  # a second time: nothing to do
 
