@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from backups import runs
+from backups import locations, runs
 from backups.models import Backup, BackupPolicy
 from portal import pg
 from portal.embedded import sample
@@ -45,8 +45,8 @@ def test_a_backup_cut_off_by_its_cluster_stopping_fails_with_the_servers_reason(
     failed = wait_for(lambda: finished(backup), timeout=60, message="the backup to be recorded as finished")
     assert failed.status == Backup.Status.FAILED
     assert "terminating connection due to administrator command" in failed.error, failed.error
-    assert not any(path.is_file() and ".partial" not in path.name for path in backup_root.rglob("*")), \
-        "no file of the cut-off run under a final name"
+    left = [path for path in backup_root.rglob("*") if path.is_file() and path.name != locations.MARKER]
+    assert left == [], "the cut-off run leaves nothing, under a final name or a temporary one"
 
     scratch_cluster.start()
     again = runs.queue(policy, actor="tester", via="test")  # not refused: the cut-off run is over

@@ -130,9 +130,11 @@ def test_a_deleted_tail_is_named_against_the_anchor(anchored, capsys):
 def test_an_emptied_table_is_named_against_the_anchor(anchored, capsys):
     as_owner(sql.SQL("TRUNCATE portal_auditevent"))
     assert audit.verify_chain().intact, "an empty chain is a whole chain: only the anchor tells"
+    (anchor,), _ = anchors.anchors()
     problems = verify_problems(capsys)
     assert "the audit table is empty, but the anchor of" in problems
-    assert f"names 10 events up to #{anchored[9].pk}: the table was emptied" in problems
+    assert f"names {anchor.count} events up to #{anchored[9].pk}: the table was emptied" in problems
+    assert anchor.count >= 10
 
 
 @pytestmark_transactional

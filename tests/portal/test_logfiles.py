@@ -97,14 +97,13 @@ def test_the_rotation_runs_every_minute(db):
 
 @pytest.fixture
 def worker_log(tmp_path, monkeypatch) -> Path:
-    """The log file, and the backup root, of the worker the test starts."""
+    """The log file of the worker the test starts."""
     monkeypatch.setenv("PORTAL_LOG_FILE", str(tmp_path / "worker" / "portal.log"))
-    monkeypatch.setenv("BACKUP_ROOT", str(tmp_path / "backups"))
     return tmp_path / "worker" / "portal.log"
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_failure_in_the_worker_lands_in_the_same_file(worker_log, qcluster, dba):
+def test_a_failure_in_the_worker_lands_in_the_same_file(worker_log, backup_root, qcluster, dba):
     nowhere = ManagedCluster.objects.create(name="gone", host="127.0.0.1", port=free_port())  # nothing listens
     policy = BackupPolicy.objects.create(name="gone config", kind="config", cluster=nowhere)
     backup = runs.queue(policy, actor=dba, via="test")
