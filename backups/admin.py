@@ -26,6 +26,7 @@ from backups.models import Backup, BackupPolicy, ConfigFileVersion
 from backups.progress import progress_data
 from backups.schedules import schedule_name
 from backups.storage.admin import BackupCopyInline
+from backups.wal import admin as wal_admin  # noqa: F401 (registers the WAL archive's pages)
 from portal import audit, progress
 from portal.admin import AuditedAdmin
 from portal.templatetags.portal_format import size

@@ -10,7 +10,18 @@ class RecoveryConfig(AppConfig):
         and the drill schedules of the embedded default."""
         from backups import pipeline
         from portal import embedded, health, jobs
-        from recovery import cleanup, complete, drills, logical_drill, perform, pitr, promote, single_table, validation
+        from recovery import (
+            approvals,
+            cleanup,
+            complete,
+            drills,
+            logical_drill,
+            perform,
+            pitr,
+            promote,
+            single_table,
+            validation,
+        )
         from recovery.models import DrillSchedule, RecoveryRequest
 
         kind = RecoveryRequest.Kind
@@ -30,8 +41,8 @@ class RecoveryConfig(AppConfig):
             (kind.PROMOTE, promote.undo_dead_run),
         ]:
             cleanup.register(request_kind, undo)
-        validation.register(kind.PITR)(pitr.validate_request)
-        validation.register(kind.PROMOTE)(promote.validate_request)
+        approvals.SUBMISSION_CHECKS.update({kind.PITR: pitr.validate_request, kind.PROMOTE: promote.validate_request})
+        validation.register(kind.PITR)(pitr.validate_request)  # the request form shows them on their fields too
         drills.DRILLS.update({
             DrillSchedule.Kind.LOGICAL: logical_drill.logical_drill,
             DrillSchedule.Kind.PITR: pitr.drill,

@@ -3,9 +3,9 @@ later. The run checks again (the backup may be corrupted or expired meanwhile).
 
 A check takes the unsaved request and raises `ValidationError` (a dict of field -> message); it may fill in what
 the request left to the portal (the backup: the newest good one). They read the catalogue and reach clusters and
-files, so they run where the request is submitted (`approvals.submit`), never in a model's or a form's clean(). The
-logical scenarios' checks are here; a point-in-time request's and a promotion's are registered with the others by
-RecoveryConfig.ready().
+files, so the request form's view runs them (`validate`) before it submits, never a model's or a form's clean().
+The logical scenarios' checks are here; a point-in-time request's is registered with them by RecoveryConfig.ready()
+(and runs again at every submission: `approvals.SUBMISSION_CHECKS`).
 """
 
 from __future__ import annotations

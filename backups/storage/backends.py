@@ -21,9 +21,11 @@ from pathlib import Path
 from backups.models import StorageLocation
 from backups.storage.base import (  # noqa: F401 (the interface, here for every caller)
     ByteCounter,
+    Progress,
     Stat,
     Storage,
     StorageError,
+    checksum_mismatch,
     safe_key,
     source_stat,
     tree_stat,
