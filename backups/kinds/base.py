@@ -23,9 +23,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
-from django.utils import timezone
 
 from backups import files
+from backups.kinds.logical import backup_stamp
 from backups.models import Backup, BackupPolicy
 from backups.restore import check_checksum
 from backups.wal import walarchive
@@ -123,7 +123,7 @@ def take_base_backup(backup: Backup, reporter: Reporter) -> None:
     """Take the base backup described by the (claimed) row and record it; the pipeline verifies it."""
     policy, cluster = backup.policy, backup.cluster
     segment_size, server_version = server_facts(backup)
-    backup.name = backup.name or f"{cluster.name}-base-{timezone.now():%Y%m%dT%H%M%SZ}"
+    backup.name = backup.name or f"{cluster.name}-base-{backup_stamp(backup)}"  # the id: never two of one name
     backup.path = f"{cluster.name}/base/{backup.name}"
     final = backup.local_path
     final.parent.mkdir(parents=True, exist_ok=True)

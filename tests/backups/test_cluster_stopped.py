@@ -7,8 +7,9 @@ import re
 
 import pytest
 
-from backups import locations, runs
+from backups import runs
 from backups.models import Backup, BackupPolicy
+from backups.storage import locations
 from portal import pg
 from portal.embedded import sample
 from portal.models import ManagedDatabase
