@@ -21,11 +21,12 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 from django_q.models import Schedule
 
-from backups import runs, wal_admin  # noqa: F401 (wal_admin registers the WAL archive's pages)
-from backups.admin_storage import BackupCopyInline
+from backups import runs
 from backups.models import Backup, BackupPolicy, ConfigFileVersion
 from backups.progress import progress_data
 from backups.schedules import schedule_name
+from backups.storage.admin import BackupCopyInline
+from backups.wal import admin as wal_admin  # noqa: F401 (registers the WAL archive's pages)
 from portal import audit, progress
 from portal.admin import AuditedAdmin
 from portal.templatetags.portal_format import size

@@ -7,10 +7,15 @@ Full logical backup daily at 02:00 kept 30 days, configuration at 02:30 kept 90 
 
 from __future__ import annotations
 
+from typing import TextIO
+
 from django.conf import settings
+from django.core.management import call_command
 
 from backups import runs
 from backups.models import BackupPolicy
+from backups.storage import locations
+from backups.wal import status
 from portal.models import ManagedCluster, ManagedDatabase
 
 Kind = BackupPolicy.Kind
@@ -41,3 +46,15 @@ def first_runs(policies: list[BackupPolicy], actor: str) -> None:
     """Take a first backup of each new policy now, so the portal starts with something to show and restore."""
     for policy in policies:
         runs.queue(policy, actor=actor, via="setup")
+
+
+def protect_embedded(cluster: ManagedCluster, out: TextIO) -> None:
+    """The embedded default comes up with its default location initialised, archiving its WAL (manage.py
+    configure_archiving) and with the runbook's backup policies, each with a first backup queued."""
+    out.write(locations.initialise_default(actor="system:setup"))
+    call_command("configure_archiving", cluster.name, stdout=out)
+    status.take_sample(cluster.wal_archive)
+    created = ensure_runbook_policies(cluster.databases.get(name=settings.SAMPLE_DATABASE))
+    first_runs(created, actor="system:setup")
+    for policy in created:
+        out.write(f"backup policy '{policy}': {policy.schedule}, kept {policy.retention_days} days")

@@ -6,7 +6,7 @@ Keeping them under temporary names until the run is good would give every reader
 restore, pg_verifybackup) a second path to look at, and the renames of two files still would not be one step; so
 instead the run's row names its files from the start (`path`, and the globals' name from it), and a run that fails
 removes them: in the worker (`removed_unless_good`, around taking and verifying) and, when the worker died, in
-`Backup.on_reaped`. Only the failed row refers to them.
+`after_reaped`. Only the failed row refers to them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from backups import basebackup, dump, files
+from backups import files, verify
+from backups.kinds import base as basebackup
+from backups.kinds import logical as dump
 from backups.models import Backup, BackupPolicy
 from portal import audit
 from portal.jobs import Reporter
@@ -78,3 +80,14 @@ def _remove_after_failure(backup: Backup, reporter: Reporter) -> None:
         reporter.log(f"removed what the failed run wrote: {', '.join(path.name for path in removed)}")
         audit.record("backup.cleanup", actor=backup.triggered_by or "system", obj=backup, target=str(backup),
                      details={"removed": [str(path) for path in removed], "dropped": []})
+
+
+def after_reaped(backup: Backup) -> None:
+    """What a dead run left (the reaper ended its programs first): its temporary files, the files it had finished
+    under their final names, and the scratch database of a verification it was running. The audit event names what
+    went. Registered for `portal.jobs.reap_dead_jobs` by BackupsConfig.ready()."""
+    if not backup.path:
+        return
+    removed = remove(backup)
+    dropped = verify.drop_scratch_of(backup) if backup.kind == BackupPolicy.Kind.LOGICAL else []
+    audit.record("backup.cleanup", obj=backup, details={"removed": [str(p) for p in removed], "dropped": dropped})

@@ -1,5 +1,5 @@
 """One pipeline for every backup, however it was started (the admin, a schedule, `manage.py backup_now`):
-take the backup of its kind into its primary location (checked first: see `backups.locations`), verify it
+take the backup of its kind into its primary location (checked first: see `backups.storage.locations`), verify it
 when the policy says so, write its catalog manifest beside it, then what follows a good backup.
 
 A backup whose verification fails is a failed backup: nothing that fails is catalogued as good, nothing after `take`
@@ -11,10 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from django.utils.module_loading import import_string
-
-from backups import catalog_manifest, leftovers, locations, offsite, retention, verify
-from backups.models import Backup, BackupPolicy
+from backups import leftovers, retention, verify
+from backups.models import Backup
+from backups.storage import catalog_manifest, locations, offsite
 from portal import audit
 from portal.jobs import Reporter
 
@@ -22,13 +21,8 @@ log = logging.getLogger(__name__)
 
 Take = Callable[[Backup, Reporter], None]
 
-# How each kind is taken: a dotted path, imported when used. Physical base backups plug in here.
-TAKERS: dict[str, str] = {
-    BackupPolicy.Kind.LOGICAL: "backups.dump.take_logical_backup",
-    BackupPolicy.Kind.CONFIG: "backups.configs.take_config_backup",
-    BackupPolicy.Kind.APPDATA: "backups.appdata.take_appdata_backup",
-    BackupPolicy.Kind.BASE: "backups.basebackup.take_base_backup",
-}
+# How each kind is taken, registered by BackupsConfig.ready().
+TAKERS: dict[str, Take] = {}
 
 
 # Reasons a backup must not start now, from other apps' work on its cluster (a promotion swapping data
@@ -41,10 +35,9 @@ class BackupFailed(Exception):
 
 
 def taker(kind: str) -> Take:
-    try:
-        return import_string(TAKERS[kind])
-    except (KeyError, ImportError) as exc:
-        raise BackupFailed(f"{kind} backups cannot be taken by this portal yet ({exc})") from exc
+    if kind not in TAKERS:
+        raise BackupFailed(f"{kind} backups cannot be taken by this portal")
+    return TAKERS[kind]
 
 
 def perform(backup: Backup, reporter: Reporter) -> None:

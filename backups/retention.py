@@ -26,8 +26,9 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from backups import leases, offsite
+from backups import leases
 from backups.models import Backup, BackupCopy, BackupPolicy
+from backups.storage import offsite
 from portal import audit
 
 log = logging.getLogger(__name__)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from backups import offsite, pipeline, retention, runs, walcatalog, walretention, walstatus
+from backups import pipeline, retention, runs
 from backups.models import Backup, BackupCopy, BackupPolicy, WalArchive
+from backups.storage import offsite
+from backups.wal import catalog
+from backups.wal import retention as walretention
+from backups.wal import status as walstatus
 from portal.jobs import run_job
 
 log = logging.getLogger(__name__)
@@ -52,7 +56,7 @@ def sample_wal_archives() -> int:
 
 
 def verify_wal_archives() -> int:
-    return sum(len(walcatalog.verify(archive)) for archive in WalArchive.objects.select_related("cluster"))
+    return sum(len(catalog.verify(archive)) for archive in WalArchive.objects.select_related("cluster"))
 
 
 def apply_wal_retention() -> int:

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from django.urls import path
 
-from backups import admin_retention, download
+from backups import admin_retention
+from backups.storage import download
 
 app_name = "backups"
 

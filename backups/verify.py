@@ -19,10 +19,13 @@ import psycopg
 from django.utils import timezone
 from psycopg import sql
 
-from backups import archive, basebackup, catalog_manifest, leases
-from backups.dump import connect_or_fail, count_rows, user_tables
-from backups.models import Backup, BackupPolicy
+from backups import leases
+from backups.kinds import archive
+from backups.kinds.logical import connect_or_fail
+from backups.models import Backup
 from backups.restore import check_checksum, restore_logical
+from backups.rowcounts import count_rows, user_tables
+from backups.storage import catalog_manifest
 from portal import audit, pg
 from portal.jobs import Reporter
 
@@ -101,12 +104,8 @@ def verify_archive(backup: Backup, reporter: Reporter) -> str:
     return f"read back {checked} files; every sha256 matches the manifest"
 
 
-VERIFIERS: dict[str, Callable[[Backup, Reporter], str]] = {
-    BackupPolicy.Kind.LOGICAL: verify_logical,
-    BackupPolicy.Kind.CONFIG: verify_archive,
-    BackupPolicy.Kind.APPDATA: verify_archive,
-    BackupPolicy.Kind.BASE: basebackup.check,
-}
+# kind -> how a backup of that kind is shown restorable; registered by BackupsConfig.ready().
+VERIFIERS: dict[str, Callable[[Backup, Reporter], str]] = {}
 
 
 def _record(backup: Backup, state: str, error: str, seconds: float | None) -> None:

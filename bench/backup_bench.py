@@ -29,7 +29,8 @@ from pathlib import Path
 import benchenv
 
 from backups.models import BackupPolicy
-from portal import embedded, sample
+from portal import embedded
+from portal.embedded import sample
 from portal.models import ManagedDatabase
 
 HERE = Path(__file__).resolve().parent

@@ -18,9 +18,12 @@ from pathlib import Path
 
 from _django import portal_database
 
-from backups import basebackup, locations, pipeline, runs
+from backups import pipeline, runs
+from backups.kinds import base as basebackup
 from backups.models import Backup, BackupPolicy, StorageLocation
-from portal import pg, sample
+from backups.storage import locations
+from portal import pg
+from portal.embedded import sample
 from portal.jobs import run_job
 from tests.clusters import ScratchCluster
 

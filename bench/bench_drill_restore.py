@@ -26,7 +26,8 @@ from django.conf import settings
 
 from backups import pipeline
 from backups.models import Backup, BackupPolicy
-from portal import embedded, pg, sample
+from portal import embedded, pg
+from portal.embedded import sample
 from portal.jobs import run_job
 from portal.models import ManagedDatabase
 from recovery import logical_drill

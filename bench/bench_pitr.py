@@ -30,9 +30,13 @@ from pathlib import Path
 
 from _django import portal_database
 
-from backups import locations, pipeline, runs, walarchive, walcatalog, walsetup
+from backups import pipeline, runs
 from backups.models import Backup, BackupPolicy, StorageLocation, WalArchive
-from portal import pg, sample
+from backups.storage import locations
+from backups.wal import catalog as walcatalog
+from backups.wal import setup, walarchive
+from portal import pg
+from portal.embedded import sample
 from portal.jobs import run_job
 from portal.models import ManagedCluster
 from recovery import newcluster, passfile, pitr
@@ -101,7 +105,7 @@ def by_hand(backup: Backup, archive: WalArchive, moment: datetime, root: Path) -
     phases.append(time.perf_counter() - started)
     with open(data / "postgresql.auto.conf", "a") as conf:
         conf.write(f"port = {port}\nunix_socket_directories = '{root}'\narchive_mode = off\n"
-                   f"restore_command = '{walsetup.restore_command(archive)}'\n"
+                   f"restore_command = '{setup.restore_command(archive)}'\n"
                    f"recovery_target_time = '{pitr.for_postgres(moment)}'\nrecovery_target_action = 'pause'\n")
     (data / "recovery.signal").touch()
     shutil.chown(data / "recovery.signal", RUN_AS, RUN_AS)
@@ -176,7 +180,7 @@ def prepare(cluster: ScratchCluster, work: Path, scale: float, wal_megabytes: in
     sample.build(cluster.target("paws360"), scale)
     print(f"sample at scale {scale} built in {time.perf_counter() - started:.0f} s")
     managed = cluster.register("bench")
-    archive = walsetup.configure(managed, folder=cluster.root / "wal", log=lambda line: None)
+    archive = setup.configure(managed, folder=cluster.root / "wal", log=lambda line: None)
     location = StorageLocation.objects.create(name="bench", path=str(work / "backups"))
     locations.initialise(location, actor="bench")
     policy = BackupPolicy.objects.create(name="bench base", kind="base", cluster=managed, retention_days=7)

@@ -18,8 +18,9 @@ import time
 import _django
 from _django import portal_database
 
-from backups import walsetup, walstatus, walstream
-from portal import pg, sample
+from backups.wal import setup, status, stream
+from portal import pg
+from portal.embedded import sample
 from tests.clusters import ScratchCluster
 
 WRITES = """\\set id random(1, 13500)
@@ -65,7 +66,7 @@ def rpo_under_light_load(archive, seconds: int, label: str, interval: float) -> 
     deadline = time.monotonic() + seconds
     try:
         while time.monotonic() < deadline:
-            sample_row = walstatus.take_sample(archive)
+            sample_row = status.take_sample(archive)
             worst_s = max(worst_s, sample_row.rpo_seconds or 0)
             worst_b = max(worst_b, sample_row.rpo_bytes or 0)
             if sample_row.stream_flush_lag is not None:
@@ -84,21 +85,21 @@ def main(load_seconds: int, light_seconds: int) -> None:
     try:
         with portal_database():
             managed = cluster.register("bench")
-            archive = walsetup.configure(managed, folder=cluster.root / "wal", log=lambda line: None)
+            archive = setup.configure(managed, folder=cluster.root / "wal", log=lambda line: None)
             sample.build(cluster.target("paws360"), 1)
             backlog_under_load(cluster, load_seconds)
             if not light_seconds:
                 return
             rpo_under_light_load(archive, light_seconds, "archive_timeout 60", 1.0)
-            walstream.configure(archive, synchronous=True)
+            stream.configure(archive, synchronous=True)
             stop = threading.Event()
-            receiver = threading.Thread(target=walstream.receive, args=(archive, stop, lambda line: None))
+            receiver = threading.Thread(target=stream.receive, args=(archive, stop, lambda line: None))
             receiver.start()
             time.sleep(3)
             try:
                 rpo_under_light_load(archive, 30, "synchronous streaming", 0.5)
             finally:
-                walstream.configure(archive, synchronous=False)
+                stream.configure(archive, synchronous=False)
                 stop.set()
                 receiver.join()
     finally:

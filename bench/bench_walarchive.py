@@ -20,8 +20,9 @@ from pathlib import Path
 
 import _django  # noqa: F401
 
-from backups import walarchive
-from portal import pg, sample
+from backups.wal import walarchive
+from portal import pg
+from portal.embedded import sample
 from tests.clusters import ScratchCluster
 
 PROGRAM = str(Path(walarchive.__file__))

@@ -25,7 +25,8 @@ django.setup()
 
 from django.core.management import call_command  # noqa: E402
 
-from portal import embedded, pg, sample  # noqa: E402
+from portal import embedded, pg  # noqa: E402
+from portal.embedded import sample  # noqa: E402
 
 
 def portal_database() -> None:

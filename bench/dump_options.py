@@ -3,7 +3,7 @@
     .venv/bin/python bench/dump_options.py --scale 17
 
 PostgreSQL 15's pg_dump compresses with gzip levels 0-9 only (lz4 and zstd came with 16). The output ratio
-(output bytes per byte of table data) of each level is what `backups/dump.py` OUTPUT_RATIO starts the
+(output bytes per byte of table data) of each level is what `backups/kinds/logical.py` OUTPUT_RATIO starts the
 progress estimate from.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import benchenv
 from backup_bench import raw_dump
 
-from backups.dump import user_tables
+from backups.kinds.logical import user_tables
 from portal import embedded, pg
 
 OPTIONS = [

@@ -30,8 +30,9 @@ django.setup()
 
 from django.conf import settings  # noqa: E402
 
-from backups import files, locations, storage  # noqa: E402
+from backups import files  # noqa: E402
 from backups.models import StorageLocation  # noqa: E402
+from backups.storage import backends, locations  # noqa: E402
 
 MB = 1024 * 1024
 
@@ -78,7 +79,7 @@ def main() -> None:
         print("Local copy to a second folder")
         second = StorageLocation(name="bench", path=str(work / "second"))
         locations.write_marker(second)  # a location outside the catalog: no audit event
-        local = storage.for_location(second)
+        local = backends.for_location(second)
         (work / "raw").mkdir()
         raw_s = measure("raw: cp + sync FILE", lambda: (
             subprocess.run(["cp", str(source), str(work / "raw" / "a.dump")], check=True),
@@ -97,12 +98,12 @@ def main() -> None:
         settings.S3_CREDENTIALS_FILE = str(credentials)
         location = StorageLocation(name="s3", kind="s3", endpoint_url=f"http://127.0.0.1:{port}",
                                    bucket="bench-portal", region="us-east-1", credentials_profile="bench")
-        client = storage.s3_client(location)  # the same client settings for both
+        client = backends.s3_client(location)  # the same client settings for both
         client.create_bucket(Bucket="bench-raw")
         client.create_bucket(Bucket="bench-portal")
-        s3 = storage.for_location(location)
+        s3 = backends.for_location(location)
         raw_s = measure("raw: boto3 upload_file", lambda: client.upload_file(
-            str(source), "bench-raw", "a.dump", Config=storage.transfer_config()))
+            str(source), "bench-raw", "a.dump", Config=backends.transfer_config()))
         put_s = measure("portal: put (sha256 + upload)", lambda: s3.put(source, "a.dump", sha256=sha))
         check_s = measure("portal: read-back check", lambda: s3.check("a.dump"))
         print(f"  ratio put/raw {put_s / raw_s:.2f}; put+check/raw {(put_s + check_s) / raw_s:.2f}")

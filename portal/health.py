@@ -81,39 +81,21 @@ def managed_cluster(cluster: ManagedCluster) -> Check:
     return Check(True, f"PostgreSQL {cluster.server_version}{recovery}")
 
 
-def wal_archives() -> dict[str, Check]:
-    """Each cluster's WAL archive, from its newest sample (the backups app samples every minute)."""
-    from backups.models import WalArchive
-    from backups.walstatus import health
-
-    return {a.cluster.name: Check(*health(a)) for a in WalArchive.objects.select_related("cluster")}
-
-
-def backups() -> dict[str, Check]:
-    """Each scheduled backup policy: its newest run good, and no two scheduled runs missed."""
-    from backups.freshness import health
-
-    return {name: Check(*state) for name, state in health().items()}
-
-
-def drills() -> dict[str, Check]:
-    """The newest restore drill of each drill schedule: a failed or overdue drill fails the check."""
-    from recovery.drills import health
-
-    return {name: Check(*state) for name, state in health().items()}
-
-
 def clusters() -> dict[str, Check]:
     return {cluster.name: managed_cluster(cluster) for cluster in ManagedCluster.objects.all()}
 
 
-# The checks by name in /health's body, with the area the dashboard's Monitoring table shows them under.
-GROUPS: dict[str, tuple[str, Callable[[], dict[str, Check]]]] = {
-    "clusters": ("Clusters", clusters),
-    "wal_archives": ("WAL archive", wal_archives),
-    "backups": ("Backups", backups),
-    "drills": ("Drills", drills),
-}
+Checks = Callable[[], dict[str, tuple[bool, str]]]
+
+# The checks by name in /health's body, with the area the dashboard's Monitoring table shows them under. The apps
+# register theirs (`register`, from their AppConfig.ready()): WAL archives, backup policies, drills...
+GROUPS: dict[str, tuple[str, Callable[[], dict[str, Check]]]] = {"clusters": ("Clusters", clusters)}
+
+
+def register(name: str, area: str, checks: Checks) -> None:
+    """A group of checks: `checks()` answers {what: (ok, detail)} from what is stored, never by connecting to a
+    managed cluster."""
+    GROUPS[name] = (area, lambda: {label: Check(*state) for label, state in checks().items()})
 
 
 def safely(name: str, checks: Callable[[], T], failed: Callable[[Check], T]) -> T:

@@ -4,7 +4,7 @@ A view creates the row `queued` and queues a task with its primary key on commit
 `run_job()`, which claims the row with a conditional update (`queued -> running`): a second delivery of
 the same task finds it claimed and does nothing. A worker that died leaves a `running` row that
 `reap_dead_jobs()` marks `failed` with the reason, ends the programs it left running (`portal.orphans`) and
-calls the row's `on_reaped()` to undo the rest.
+calls what its app registered (`on_reaped`) to undo the rest.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.apps import apps
 from django.conf import settings
@@ -133,10 +133,6 @@ class Job(models.Model):
             since = f"{self.heartbeat:%Y-%m-%d %H:%M:%S}"
             return f"no word from worker {self.worker_pid} on {self.worker_host} since {since}"
         return ""
-
-    def on_reaped(self) -> None:
-        """Called once the reaper failed this row: undo what the dead worker left running outside the
-        database (a model whose work starts servers or writes files overrides it)."""
 
 
 JobT = TypeVar("JobT", bound=Job)
@@ -282,6 +278,15 @@ def job_models() -> list[type[Job]]:
     return [m for m in apps.get_models() if issubclass(m, Job)]
 
 
+# What undoes, outside the database, the rest of a dead run of a kind of job (its files, its servers), once the
+# reaper failed the row and ended its programs; registered by the apps (`on_reaped`, from AppConfig.ready()).
+REAP_HANDLERS: dict[type[Job], Callable[[Any], None]] = {}
+
+
+def on_reaped(model: type[JobT], handler: Callable[[JobT], None]) -> None:
+    REAP_HANDLERS[model] = handler
+
+
 def reap_dead_jobs() -> int:
     """Fail every `running` row whose worker is gone, with the reason. Returns how many."""
     reaped = 0
@@ -294,7 +299,8 @@ def reap_dead_jobs() -> int:
                              details={"reason": reason, "programs_ended": ended})
                 reaped += 1
                 try:
-                    job.on_reaped()
+                    if handler := REAP_HANDLERS.get(model):
+                        handler(job)
                 except Exception:  # one clean-up that fails must not stop the reaper
                     log.exception("cleaning up after reaped %s %s failed", model.__name__, job.pk)
     return reaped

@@ -175,14 +175,14 @@ RECOVERY_REPLAY_TIMEOUT = env.int("RECOVERY_REPLAY_TIMEOUT", default=4 * 3600)
 # Restore drills: the schedule a new drill gets (weekly, Sunday 04:00, after the nightly backups).
 DRILL_DEFAULT_SCHEDULE = env("DRILL_DEFAULT_SCHEDULE", default="0 4 * * 0")
 
-# --- Continuous WAL archiving and base backups (backups/walarchive.py, backups/basebackup.py).
+# --- Continuous WAL archiving and base backups (backups/wal/walarchive.py, backups/kinds/base.py).
 # Each cluster's archive folder is WAL_ARCHIVE_ROOT/<cluster name> unless configured otherwise. Beside
-# BACKUP_ROOT, not inside it: a storage location may not contain a WAL archive (backups/locations.py).
+# BACKUP_ROOT, not inside it: a storage location may not contain a WAL archive (backups/storage/locations.py).
 WAL_ARCHIVE_ROOT = _path("WAL_ARCHIVE_ROOT", VAR_DIR / "wal")
 # PostgreSQL runs the archive command as the cluster's OS user: the system python3 (it starts in ~20 ms with
-# -I -S, a pyenv shim takes 100 ms) and a copy of backups/walarchive.py that user can read.
+# -I -S, a pyenv shim takes 100 ms) and a copy of backups/wal/walarchive.py that user can read.
 WAL_ARCHIVE_PYTHON = env("WAL_ARCHIVE_PYTHON", default="/usr/bin/python3")
-WAL_ARCHIVE_PROGRAM = _path("WAL_ARCHIVE_PROGRAM", BASE_DIR / "backups" / "walarchive.py")
+WAL_ARCHIVE_PROGRAM = _path("WAL_ARCHIVE_PROGRAM", BASE_DIR / "backups" / "wal" / "walarchive.py")
 WAL_ARCHIVE_COMPRESSION = env("WAL_ARCHIVE_COMPRESSION", default="auto")
 WAL_ARCHIVE_TIMEOUT = env.int("WAL_ARCHIVE_TIMEOUT", default=60)
 WAL_RETENTION_DAYS = env.int("WAL_RETENTION_DAYS", default=7)

@@ -22,7 +22,7 @@ from django.views.decorators.http import require_POST
 from portal import audit
 from portal import progress as job_progress
 from portal.forms import posted_text
-from recovery import approvals, objectives, services
+from recovery import approvals, objectives, services, validation
 from recovery.forms import RecoveryRequestForm
 from recovery.models import Approval, DrillSchedule, RecoveryRequest
 from recovery.progress import duration, progress_data, step_data
@@ -136,11 +136,12 @@ class RecoveryRequestAdmin(admin.ModelAdmin):
         form = RecoveryRequestForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
+                validation.validate(form.instance)  # the catalogue, the clusters, the files: here, not in clean()
                 recovery = approvals.submit(form.instance, request.user)
             except approvals.Refused as exc:
                 form.add_error(None, str(exc))
-            except ValidationError as exc:  # checked again when submitted: the catalogue may have changed since
-                form.add_error(None, exc)
+            except ValidationError as exc:  # the kind's checks: the catalogue, the clusters, the files
+                form.add_check_errors(exc)
             else:
                 messages.success(request, self._submitted_message(recovery))
                 return HttpResponseRedirect(reverse("admin:recovery_recoveryrequest_change", args=[recovery.pk]))

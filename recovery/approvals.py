@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -32,6 +33,12 @@ def _check_destination_free(request: RecoveryRequest) -> None:
         raise Refused(f"recovery #{busy.first().pk} is already restoring into {request.destination_name!r}")
 
 
+# What must hold of a request of a kind however it is submitted (the form, a button, a schedule), raising
+# ValidationError: a point-in-time request's window and base backup, a promotion's clusters. Registered by
+# RecoveryConfig.ready(). The request form runs all of `recovery.validation`'s checks before it submits.
+SUBMISSION_CHECKS: dict[str, Callable[[RecoveryRequest], None]] = {}
+
+
 def submit(request: RecoveryRequest, requester: AbstractBaseUser) -> RecoveryRequest:
     """Record the request; queue it now, or wait for approval when it replaces production."""
     if not requester.has_perm("portal.request_recovery"):
@@ -40,9 +47,11 @@ def submit(request: RecoveryRequest, requester: AbstractBaseUser) -> RecoveryReq
     request.requester = requester
     request.settle_destination()
     request.status = RecoveryRequest.Status.REQUESTED if request.needs_approval else RecoveryRequest.Status.QUEUED
-    # clean() may name the destination (a point-in-time recovery's default), so the check comes after it; the
-    # one-destination constraint is checked below with a better message than full_clean's.
+    # The kind's own checks may name the destination (a point-in-time recovery's default), so the check comes after
+    # them; the one-destination constraint is checked below with a better message than full_clean's.
     request.full_clean(exclude=["requester"], validate_constraints=False)
+    if check := SUBMISSION_CHECKS.get(request.kind):
+        check(request)
     _check_destination_free(request)
     try:
         with transaction.atomic():

@@ -5,8 +5,9 @@ the worker died: the database the recovery was restoring into (`result_database`
 it has become production, production accepts connections again if a swap was under way, and the application
 services that were stopped are started again. Production itself is never dropped (`databases.drop` refuses).
 
-Each procedure registers its undo here by kind (`register`); a kind without one has nothing to undo. Every undo
-of a kind runs, so each must do nothing when the run it undoes was not its own (a drill's kinds share one list).
+Each kind's undo is registered here (`register`, by RecoveryConfig.ready()); a kind without one has nothing to undo.
+Every undo of a kind runs, so each must do nothing when the run it undoes was not its own (a drill's kinds share one
+list).
 """
 
 from __future__ import annotations

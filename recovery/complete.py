@@ -28,7 +28,6 @@ from portal.jobs import Reporter
 from portal.models import ManagedDatabase
 from recovery import cleanup, databases, objectives, services
 from recovery.models import RecoveryRequest, RecoveryStep
-from recovery.perform import PROCEDURES
 from recovery.restoring import RestoreFailed, checked_backup, restore_into, verify_counts
 from recovery.steps import Steps
 
@@ -187,5 +186,3 @@ def swap(request: RecoveryRequest, names: Names, steps: Steps, step: RecoverySte
                           "backup": request.backup_id})
 
 
-PROCEDURES[RecoveryRequest.Kind.COMPLETE] = restore_complete
-cleanup.register(RecoveryRequest.Kind.COMPLETE, cleanup.undo_restore)

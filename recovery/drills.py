@@ -14,8 +14,10 @@ reports the newest drill of each source as failing until a drill succeeds again.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TextIO
 
 from django.conf import settings
+from django.core.management import call_command
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from psycopg import sql
@@ -24,7 +26,6 @@ from portal import audit, pg, schedules
 from portal.jobs import Reporter
 from portal.models import ManagedCluster
 from recovery.models import ACTIVE_STATES, DrillSchedule, RecoveryRequest
-from recovery.perform import PROCEDURES
 
 DrillProcedure = Callable[[RecoveryRequest, Reporter], None]
 
@@ -165,4 +166,16 @@ def _state(schedule: DrillSchedule, newest: RecoveryRequest | None) -> tuple[boo
     return True, f"drill #{newest.pk} succeeded at {newest.finished:%Y-%m-%d %H:%M} UTC{rto}"
 
 
-PROCEDURES[RecoveryRequest.Kind.DRILL] = run
+
+
+LOGICAL_DRILL_CRON = "0 5 * * 0"  # an hour after the point-in-time drill (DRILL_DEFAULT_SCHEDULE): not both at once
+
+
+def schedule_embedded(cluster: ManagedCluster, out: TextIO) -> None:
+    """The embedded default's weekly restore drills (manage.py schedule_drill): point-in-time of the cluster, and
+    an hour later logical of the sample database."""
+    if not DrillSchedule.objects.filter(cluster=cluster, kind=DrillSchedule.Kind.PITR).exists():
+        call_command("schedule_drill", cluster.name, stdout=out)
+    if not DrillSchedule.objects.filter(cluster=cluster, kind=DrillSchedule.Kind.LOGICAL).exists():
+        call_command("schedule_drill", cluster.name, kind=DrillSchedule.Kind.LOGICAL,
+                     database=settings.SAMPLE_DATABASE, cron=LOGICAL_DRILL_CRON, stdout=out)

@@ -16,7 +16,6 @@ from backups.models import Backup, BackupPolicy
 from portal.forms import BoundedInput
 from portal.models import ManagedDatabase
 from portal.templatetags.portal_format import size
-from recovery import validation
 from recovery.merge import Table
 from recovery.models import RecoveryRequest
 
@@ -200,15 +199,10 @@ class RecoveryRequestForm(BoundedInput, forms.ModelForm):
             self.add_error("database", "Choose the database to recover (or the cluster, for point-in-time).")
         return data
 
-    def _post_clean(self) -> None:
-        super()._post_clean()
-        if self._errors:
-            return
-        try:
-            validation.validate(self.instance)
-        except ValidationError as exc:
-            known = set(self.fields)
-            errors: dict[str, list[str]] = {}
-            for field, messages in exc.update_error_dict({}).items():
-                errors.setdefault(field if field in known else NON_FIELD_ERRORS, []).extend(messages)
-            self._update_errors(ValidationError(errors))
+    def add_check_errors(self, exc: ValidationError) -> None:
+        """What the request's checks found when it was submitted (`recovery.validation`), on the fields at fault."""
+        known = set(self.fields)
+        errors: dict[str, list[str]] = {}
+        for field, messages in exc.update_error_dict({}).items():
+            errors.setdefault(field if field in known else NON_FIELD_ERRORS, []).extend(messages)
+        self._update_errors(ValidationError(errors))

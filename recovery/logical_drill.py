@@ -15,8 +15,8 @@ from __future__ import annotations
 from backups import leases
 from portal import pg
 from portal.jobs import Reporter
-from recovery import cleanup, drills, objectives
-from recovery.models import DrillSchedule, RecoveryRequest, RecoveryStep
+from recovery import cleanup, objectives
+from recovery.models import RecoveryRequest, RecoveryStep
 from recovery.restoring import RestoreFailed, checked_backup, create_scratch, restore_into, verify_counts
 from recovery.steps import Steps
 
@@ -80,5 +80,3 @@ def amcheck(request: RecoveryRequest, scratch: pg.Target, steps: Steps, step: Re
     steps.log(step, f"pg_amcheck: {checked} tables and indexes checked (the catalogue's included), no corruption")
 
 
-drills.DRILLS[DrillSchedule.Kind.LOGICAL] = logical_drill
-cleanup.register(RecoveryRequest.Kind.DRILL, cleanup.undo_restore)

@@ -124,11 +124,6 @@ class RecoveryRequest(Job):
     def is_finished(self) -> bool:
         return self.status in (self.Status.SUCCEEDED, self.Status.FAILED, self.Status.CANCELLED, self.Status.REJECTED)
 
-    def on_reaped(self) -> None:
-        from recovery import cleanup  # the procedures' undo steps use the catalogue and the services
-
-        cleanup.after_reaped(self)
-
     def clean(self) -> None:
         if self.kind == self.Kind.PITR and not self.target_time:
             raise ValidationError({"target_time": "A point-in-time recovery needs a target time."})
@@ -138,14 +133,6 @@ class RecoveryRequest(Job):
             raise ValidationError({"database": "Choose the database to recover."})
         if self.kind == self.Kind.DRILL and self.destination == self.Destination.REPLACE:
             raise ValidationError({"destination": "A drill never replaces production."})
-        if self.kind == self.Kind.PITR and self.target_time and self.cluster_id:
-            from recovery.pitr import validate_request
-
-            validate_request(self)
-        if self.kind == self.Kind.PROMOTE:
-            from recovery.promote import validate_request as validate_promotion
-
-            validate_promotion(self)
 
 
 class Approval(models.Model):

@@ -10,7 +10,7 @@ from recovery.models import RecoveryRequest
 
 Procedure = Callable[[RecoveryRequest, Reporter], None]
 
-# kind -> procedure; each scenario module registers itself here.
+# kind -> procedure, registered by RecoveryConfig.ready().
 PROCEDURES: dict[str, Procedure] = {}
 
 

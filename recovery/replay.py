@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psycopg
 
-from backups import walarchive
+from backups.wal import walarchive
 from portal import pg
 from portal.jobs import Cancelled
 from recovery.newcluster import NewCluster, postmaster_pid

@@ -30,7 +30,6 @@ from portal.jobs import Reporter
 from recovery import cleanup, databases, merge, objectives
 from recovery.merge import Table
 from recovery.models import RecoveryRequest, RecoveryStep
-from recovery.perform import PROCEDURES
 from recovery.restoring import RestoreFailed, checked_backup, create_scratch, restore_into
 from recovery.steps import Steps
 
@@ -199,5 +198,3 @@ def check_after(production: psycopg.Connection, table: Table, form: merge.Shape 
                             "rolled back")
 
 
-PROCEDURES[RecoveryRequest.Kind.TABLE] = recover_tables
-cleanup.register(RecoveryRequest.Kind.TABLE, cleanup.undo_restore)

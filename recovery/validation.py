@@ -2,9 +2,10 @@
 later. The run checks again (the backup may be corrupted or expired meanwhile).
 
 A check takes the unsaved request and raises `ValidationError` (a dict of field -> message); it may fill in what
-the request left to the portal (the backup: the newest good one). Each scenario registers its own checks; a
-point-in-time request's (the recoverable window, the base backup) run in `RecoveryRequest.clean()` through
-`recovery.pitr.validate_request`, since a PITR request may also come from a drill schedule without a form.
+the request left to the portal (the backup: the newest good one). They read the catalogue and reach clusters and
+files, so the request form's view runs them (`validate`) before it submits, never a model's or a form's clean().
+The logical scenarios' checks are here; a point-in-time request's is registered with them by RecoveryConfig.ready()
+(and runs again at every submission: `approvals.SUBMISSION_CHECKS`).
 """
 
 from __future__ import annotations

@@ -7,15 +7,19 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group, User
 from django.db import connection
+from django.utils import timezone
+from django_q.models import Schedule
 
-from backups import locations
 from backups.models import StorageLocation
-from portal import audit_privileges, embedded, pg, sample
+from backups.storage import locations
+from portal import audit_privileges, embedded, pg
+from portal.embedded import sample
 from portal.models import ManagedCluster, ManagedDatabase
 from portal.roles import AUDITOR, DBA, OPERATOR, sync_role_permissions
 from tests.clusters import ScratchCluster
@@ -189,6 +193,9 @@ def qcluster(django_db_setup, django_db_blocker, tmp_path) -> Iterator[subproces
     for the worker to see the rows it creates."""
     with django_db_blocker.unblock():
         url = _test_database_url()
+        # The housekeeping schedules (the reaper, status samples...) do not run on their own in a test: one that fired
+        # at a minute's turn would race what the test does. A test that wants a schedule to run makes it due.
+        Schedule.objects.update(next_run=timezone.now() + timedelta(days=365))
     env = {**os.environ, "DATABASE_URL": url, "Q_WORKERS": "2", "CONN_MAX_AGE": "0"}
     log = open(tmp_path / "qcluster.log", "w")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=PROJECT, env=env,

@@ -21,8 +21,10 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from backups import files, locations, pipeline, runs, walsetup
+from backups import files, pipeline, runs
 from backups.models import Backup, BackupPolicy, ConfigFileVersion, StorageLocation, WalArchive
+from backups.storage import locations
+from backups.wal import setup
 from portal import pg
 from portal.jobs import Reporter, run_job
 from portal.models import ManagedDatabase
@@ -34,6 +36,7 @@ def local_location(name: str, path: Path) -> StorageLocation:
     """A local location as the admin makes one: checked, saved, its folder initialised (its marker written)."""
     location = StorageLocation(name=name, kind=StorageLocation.Kind.LOCAL, path=str(path))
     location.full_clean()
+    locations.validate(location)
     location.save()
     locations.initialise(location, actor="test")
     return location
@@ -206,7 +209,7 @@ ARCHIVING_OFF = {"archive_mode": "on", "archive_command": "'/bin/true'"}
 def archiving(scratch_cluster: ScratchCluster, db) -> WalArchive:
     """The scratch cluster registered as managed and archiving (zstd) into a folder of its own, proved."""
     cluster = scratch_cluster.register()
-    return walsetup.configure(cluster, folder=scratch_cluster.root / "wal", log=lambda line: None)
+    return setup.configure(cluster, folder=scratch_cluster.root / "wal", log=lambda line: None)
 
 
 def switch_wal(target: pg.Target, rows: int = 1) -> str:

@@ -10,9 +10,13 @@ from pathlib import Path
 import pytest
 from django.test import override_settings
 
-from backups import files, pipeline, runs, verify, walarchive, walcatalog, walretention, walstatus
+from backups import files, pipeline, runs, verify
 from backups.models import Backup, BackupPolicy
-from backups.walwindow import recoverable_window
+from backups.wal import catalog as walcatalog
+from backups.wal import retention as walretention
+from backups.wal import status as walstatus
+from backups.wal import walarchive
+from backups.wal.window import recoverable_window
 from portal.jobs import run_job
 from tests.backups.conftest import QuietReporter, local_location, switch_wal
 from tests.conftest import wait_for

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 
-from backups import catalog_manifest, files, offsite, verify
+from backups import files, verify
 from backups.models import Backup, BackupCopy, BackupPolicy, StorageLocation
+from backups.storage import catalog_manifest, offsite
 from portal import instance
 from tests.backups.conftest import QuietReporter, local_location, run_now
 

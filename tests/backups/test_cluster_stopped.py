@@ -7,9 +7,11 @@ import re
 
 import pytest
 
-from backups import locations, runs
+from backups import runs
 from backups.models import Backup, BackupPolicy
-from portal import pg, sample
+from backups.storage import locations
+from portal import pg
+from portal.embedded import sample
 from portal.models import ManagedDatabase
 from tests.conftest import wait_for
 

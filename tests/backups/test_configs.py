@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 
-from backups import archive, verify
+from backups import verify
+from backups.kinds import archive
 from backups.models import Backup, BackupPolicy, ConfigFileVersion
 from tests.backups.conftest import QuietReporter, run_now
 

@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from backups import crypto, dump
+from backups import crypto
+from backups.kinds import logical as dump
 from backups.models import Backup, BackupPolicy
 from portal.models import AuditEvent
 from tests.backups.conftest import run_now

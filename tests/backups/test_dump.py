@@ -6,9 +6,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from backups import dump, files
+from backups import files, rowcounts
+from backups.kinds import logical as dump
 from backups.models import Backup, BackupPolicy
-from portal import pg, sample
+from portal import pg
+from portal.embedded import sample
 from tests.backups.conftest import leftovers, run_now
 
 
@@ -55,8 +57,8 @@ def test_the_row_counts_and_the_dump_see_the_same_snapshot(sample_database):
         with pg.connect(target) as writer:  # committed while the snapshot is open
             writer.execute("INSERT INTO paws360.courses (id, code, title, department, credits, capacity) "
                            "SELECT 100000 + g, 'NEW ' || g, 'New course', 'CS', 3, 30 FROM generate_series(1, 5) g")
-        tables = [t for t in dump.user_tables(snapshot.conn) if t.label == "paws360.courses"]
-        counted = dump.count_rows(snapshot.conn, tables)["paws360.courses"]
+        tables = [t for t in rowcounts.user_tables(snapshot.conn) if t.label == "paws360.courses"]
+        counted = rowcounts.count_rows(snapshot.conn, tables)["paws360.courses"]
         dumped = pg.run("pg_dump", [f"--snapshot={snapshot.id}", "--data-only", "--table=paws360.courses"],
                         target=target, capture_stdout=True).stdout.decode()
     copy_rows = dumped.split("FROM stdin;\n", 1)[1].split("\n\\.\n", 1)[0].splitlines()
@@ -67,16 +69,16 @@ def test_the_row_counts_and_the_dump_see_the_same_snapshot(sample_database):
 
 def test_the_counting_waits_until_a_parallel_dump_leaves_one_of_its_jobs_idle(sample_database):
     with pg.connect(sample_database.target()) as conn, ThreadPoolExecutor(max_workers=1) as pool:
-        tables = dump.user_tables(conn)
-        counter = dump.IdleCoreCounter(pool, conn, tables, jobs=2)
+        tables = rowcounts.user_tables(conn)
+        counter = rowcounts.IdleCoreCounter(pool, conn, tables, jobs=2)
         for item in range(len(tables) - 2):  # two tables left, both being dumped
             counter.on_line(f"pg_dump: finished item {item} TABLE DATA t{item}")
             counter.on_line(f'pg_dump: dumping contents of table "paws360.t{item}"')
         assert not counter.started
         counter.on_line("pg_dump: finished item 99 TABLE DATA courses")  # one table left: a job is idle
         assert counter.started
-        assert counter.result() == dump.count_rows(conn, tables)
-        assert dump.IdleCoreCounter(pool, conn, tables, jobs=1).started  # custom format: beside pg_dump at once
+        assert counter.result() == rowcounts.count_rows(conn, tables)
+        assert rowcounts.IdleCoreCounter(pool, conn, tables, jobs=1).started  # custom format: beside pg_dump at once
 
 
 @pytest.mark.parametrize("compression", [1, 6])

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from backups import files, restore, verify
-from backups.locations import MARKER
 from backups.models import Backup, BackupPolicy
+from backups.storage.locations import MARKER
 from portal import pg
 from portal.models import ManagedCluster, ManagedDatabase
 from tests.backups.conftest import QuietReporter, in_thread, init_default_location, leftovers, run_now

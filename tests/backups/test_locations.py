@@ -13,8 +13,8 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 
-from backups import locations, offsite, storage
 from backups.models import Backup, BackupCopy, StorageLocation
+from backups.storage import backends, locations, offsite
 from portal import instance
 from portal.models import AuditEvent
 from tests.backups.conftest import catalog, local_location, run_now
@@ -26,7 +26,9 @@ State = BackupCopy.State
 def refusal(path: str | Path) -> str:
     """The model's reason for refusing a local location at `path` ("" when it is accepted)."""
     try:
-        StorageLocation(name="candidate", kind=StorageLocation.Kind.LOCAL, path=str(path)).full_clean()
+        candidate = StorageLocation(name="candidate", kind=StorageLocation.Kind.LOCAL, path=str(path))
+        candidate.full_clean()
+        locations.validate(candidate)
     except ValidationError as exc:
         return " ".join(exc.message_dict["path"])
     return ""
@@ -164,8 +166,8 @@ def test_a_marker_naming_another_location_is_refused(db, tmp_path: Path):
     third = StorageLocation.objects.create(name="third", path=str(tmp_path / "third"))
     (tmp_path / "third").mkdir()
     (tmp_path / "third" / locations.MARKER).write_text((tmp_path / "second" / locations.MARKER).read_text())
-    with pytest.raises(storage.StorageError, match="names location 'second-disk', not 'third'"):
-        storage.for_location(third).put(tmp_path / "third" / locations.MARKER, "x", sha256="")
+    with pytest.raises(backends.StorageError, match="names location 'second-disk', not 'third'"):
+        backends.for_location(third).put(tmp_path / "third" / locations.MARKER, "x", sha256="")
     assert second.marker_written
 
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from backups import files, locations, offsite, storage
+from backups import files
 from backups.models import Backup, BackupCopy, StorageLocation
+from backups.storage import backends, locations, offsite
 from portal.jobs import reporting
 from portal.models import AuditEvent
 from tests.backups.conftest import BUCKET, catalog, local_location, run_now
@@ -59,7 +60,7 @@ def test_a_folder_backup_is_copied_whole(policy, s3_location, tmp_path: Path):
     copies = offsite.copy_to_locations(backup)
     assert [c.state for c in copies] == [State.PRESENT] * 3
     assert files.tree_digest(tmp_path / "second" / backup.path)[1] == backup.sha256
-    assert storage.for_location(s3_location).check(backup.path) == storage.Stat(backup.size_bytes, backup.sha256)
+    assert backends.for_location(s3_location).check(backup.path) == backends.Stat(backup.size_bytes, backup.sha256)
 
 
 def test_a_full_disk_records_the_copy_failed_with_no_partial_file(policy, tiny_fs: Path):
@@ -107,7 +108,7 @@ def test_a_corrupt_primary_is_not_spread_to_other_locations(policy, s3_location,
     assert [c.state for c in copies] == [State.FAILED, State.FAILED]
     assert all("checksum mismatch" in c.error for c in copies)
     assert not (tmp_path / "second" / backup.path).exists()
-    assert storage.for_location(s3_location).stat(backup.path) is None
+    assert backends.for_location(s3_location).stat(backup.path) is None
 
 
 def test_a_stopped_s3_server_records_the_copy_failed_and_a_retry_succeeds(policy, s3_location, s3_server):
@@ -122,7 +123,7 @@ def test_a_stopped_s3_server_records_the_copy_failed_and_a_retry_succeeds(policy
     s3_server.create_bucket()
     _, copy = offsite.copy_to_locations(backup, actor="test")
     assert copy.state == State.PRESENT
-    assert storage.for_location(s3_location).check(backup.path).sha256 == backup.sha256
+    assert backends.for_location(s3_location).check(backup.path).sha256 == backup.sha256
     outcomes = list(AuditEvent.objects.filter(action="backup.copy").order_by("id").values_list("outcome", flat=True))
     assert outcomes == ["failure", "success"]
 

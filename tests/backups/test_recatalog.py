@@ -13,8 +13,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from backups import catalog_manifest, locations, offsite, storage, verify
+from backups import verify
 from backups.models import Backup, BackupCopy, BackupPolicy, StorageLocation, WalArchive
+from backups.storage import backends, catalog_manifest, locations, offsite
 from portal.models import AuditEvent, ManagedCluster, ManagedDatabase
 from tests.backups.conftest import QuietReporter, local_location, run_now
 from tests.backups.test_catalog_manifest import flip_byte
@@ -157,7 +158,7 @@ def test_an_s3_location_is_recatalogued_too(logical_policy, s3_location):
     logical_policy.locations.set([StorageLocation.default_local(), s3_location])
     backup = run_now(logical_policy)
     assert backup.copies.get(location=s3_location).state == BackupCopy.State.PRESENT
-    assert storage.for_location(s3_location).stat(backup.catalog_manifest_path) is not None
+    assert backends.for_location(s3_location).stat(backup.catalog_manifest_path) is not None
     lose_catalog()
     output = recatalog("offsite")
     assert f"recatalogued: {backup.path}: #{backup.pk}" in output

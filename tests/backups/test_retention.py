@@ -13,8 +13,9 @@ from django.db import connection
 from django.utils import timezone
 from django_q.models import Schedule
 
-from backups import leases, offsite, retention, storage
+from backups import leases, retention
 from backups.models import Backup, BackupCopy, StorageLocation
+from backups.storage import backends, offsite
 from portal import pg, schedules
 from portal.models import AuditEvent
 from tests.backups.conftest import catalog, local_location
@@ -97,7 +98,7 @@ def test_it_expires_from_every_location_with_an_audit_event_per_deletion(policy,
     assert expired_pks(result) == {old.pk} and result.errors == []
     assert set(old.copies.values_list("state", flat=True)) == {BackupCopy.State.DELETED}
     assert not old.local_path.exists() and not (tmp_path / "second" / old.path).exists()
-    assert storage.for_location(s3_location).stat(old.path) is None
+    assert backends.for_location(s3_location).stat(old.path) is None
     old.refresh_from_db()
     assert old.expired_at is not None and not old.is_good
     deletions = AuditEvent.objects.filter(action="backup.copy.delete", object_id=str(old.pk))

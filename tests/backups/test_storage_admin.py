@@ -10,8 +10,8 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from backups import locations, offsite
 from backups.models import BackupCopy, StorageLocation
+from backups.storage import locations, offsite
 from portal.models import AuditEvent
 from tests.backups.conftest import catalog, local_location
 from tests.conftest import wait_for

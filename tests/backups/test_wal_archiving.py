@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from backups import walarchive, walcatalog, walsetup, walstatus
 from backups.models import WalArchive, WalSegment
+from backups.wal import catalog, setup, status, walarchive
 from portal import pg
 from tests.backups.conftest import switch_wal
 from tests.clusters import free_port
@@ -26,7 +26,7 @@ def archived(archive: WalArchive, name: str) -> bool:
 def test_configure_turns_archiving_on_restarting_when_needed_and_proves_it(scratch_cluster, db):
     cluster = scratch_cluster.register()
     lines: list[str] = []
-    archive = walsetup.configure(cluster, folder=scratch_cluster.root / "wal", log=lines.append)
+    archive = setup.configure(cluster, folder=scratch_cluster.root / "wal", log=lines.append)
     assert any("restarting" in line for line in lines)
     assert archive.proven_at and archived(archive, archive.proof_segment)
     with pg.connect(cluster.target()) as conn:
@@ -34,11 +34,11 @@ def test_configure_turns_archiving_on_restarting_when_needed_and_proves_it(scrat
                                      "('archive_mode', 'archive_timeout', 'archive_command')").fetchall())
         sysid = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()[0]
     assert settings["archive_mode"] == "on" and settings["archive_timeout"] == "60"
-    assert settings["archive_command"] == walsetup.archive_command(archive)
+    assert settings["archive_command"] == setup.archive_command(archive)
     assert (archive.folder / walarchive.MARKER).read_text().strip() == sysid
     # Run again: no restart this time, the same folder, proved again.
     lines.clear()
-    again = walsetup.configure(cluster, log=lines.append)
+    again = setup.configure(cluster, log=lines.append)
     assert again.pk == archive.pk and not any("restarting" in line for line in lines)
     assert again.proof_segment != archive.proof_segment and archived(again, again.proof_segment)
 
@@ -47,13 +47,13 @@ def test_configure_refuses_a_folder_that_is_another_clusters_archive(scratch_clu
     cluster = scratch_cluster.register()
     folder = scratch_cluster.folder("wal")
     (folder / walarchive.MARKER).write_text("1234\n")
-    with pytest.raises(walsetup.ArchivingError, match="database system 1234"):
-        walsetup.configure(cluster, folder=folder, log=lambda line: None)
+    with pytest.raises(setup.ArchivingError, match="database system 1234"):
+        setup.configure(cluster, folder=folder, log=lambda line: None)
 
 
 def test_the_archive_command_is_quoted_for_the_shell_and_percent_signs(db, scratch_cluster):
     archive = WalArchive(cluster=scratch_cluster.register(), path="/srv/wal archive/50%; rm -rf x")
-    command = walsetup.archive_command(archive)
+    command = setup.archive_command(archive)
     assert "'/srv/wal archive/50%%; rm -rf x'" in command
     assert command.count(" %p %f ") == 1
 
@@ -62,7 +62,7 @@ def test_the_catalog_records_each_segment_with_its_checksum_and_newest_commit(ar
     target = archiving.cluster.target()
     names = [switch_wal(target, rows=100) for _ in range(3)]
     wait_for(lambda: all(archived(archiving, n) for n in names), message="segments archived")
-    result = walcatalog.scan(archiving)
+    result = catalog.scan(archiving)
     assert result.new >= 3
     segments = {s.name: s for s in archiving.segments.all()}
     for name in names:
@@ -70,21 +70,21 @@ def test_the_catalog_records_each_segment_with_its_checksum_and_newest_commit(ar
         assert segment.state == WalSegment.State.PRESENT and segment.compressed
         assert len(segment.sha256) == 64 and segment.size_bytes > 0
         assert segment.last_commit_at is not None
-    assert walcatalog.find_gaps(archiving) == []
-    assert walcatalog.scan(archiving).new == 0
+    assert catalog.find_gaps(archiving) == []
+    assert catalog.scan(archiving).new == 0
 
 
 def test_a_segment_removed_from_the_middle_is_found_as_a_gap(archiving):
     target = archiving.cluster.target()
     names = [switch_wal(target) for _ in range(4)]
     wait_for(lambda: all(archived(archiving, n) for n in names), message="segments archived")
-    walcatalog.scan(archiving)
+    catalog.scan(archiving)
     os.unlink(walarchive.stored(archiving.folder, names[1]))
-    result = walcatalog.scan(archiving)
+    result = catalog.scan(archiving)
     assert result.vanished == 1
-    (gap,) = walcatalog.find_gaps(archiving)
+    (gap,) = catalog.find_gaps(archiving)
     assert (gap.first_name, gap.count) == (names[1], 1)
-    sample = walstatus.take_sample(archiving)
+    sample = status.take_sample(archiving)
     assert sample.gaps == 1 and sample.alert == "critical"
     assert any("gap in the archive" in p["text"] for p in sample.problems)
 
@@ -92,16 +92,16 @@ def test_a_segment_removed_from_the_middle_is_found_as_a_gap(archiving):
 def test_a_flipped_byte_in_an_archived_segment_is_found_by_the_checksum(archiving):
     name = switch_wal(archiving.cluster.target())
     wait_for(lambda: archived(archiving, name), message="segment archived")
-    walcatalog.scan(archiving)
-    assert walcatalog.verify(archiving) == []
+    catalog.scan(archiving)
+    assert catalog.verify(archiving) == []
     path = Path(walarchive.stored(archiving.folder, name))
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
-    (damaged,) = walcatalog.verify(archiving)
+    (damaged,) = catalog.verify(archiving)
     assert damaged.name == name and damaged.state == WalSegment.State.CORRUPT
     assert "sha256" in damaged.problem
-    assert [g.first_name for g in walcatalog.find_gaps(archiving)] == [name]
+    assert [g.first_name for g in catalog.find_gaps(archiving)] == [name]
 
 
 def test_archiving_goes_on_while_the_portal_database_is_unreachable(archiving, scratch_cluster, monkeypatch):
@@ -135,7 +135,7 @@ def tiny_archive(scratch_cluster, tmp_path):
 def test_a_full_archive_disk_fails_with_no_partial_file_and_recovers_with_no_gap(
         scratch_cluster, tiny_archive, db):
     cluster = scratch_cluster.register()
-    archive = walsetup.configure(cluster, folder=tiny_archive, compression="none", log=lambda line: None)
+    archive = setup.configure(cluster, folder=tiny_archive, compression="none", log=lambda line: None)
     filler = tiny_archive / "filler"
     free = os.statvfs(tiny_archive).f_bavail * os.statvfs(tiny_archive).f_frsize
     with open(filler, "wb") as out:  # leaves less room than one 16 MB segment
@@ -154,6 +154,6 @@ def test_a_full_archive_disk_fails_with_no_partial_file_and_recovers_with_no_gap
     with pg.connect(target) as conn:
         conn.execute("SELECT txid_current()")  # PostgreSQL retries on its own; a new segment wakes it sooner
     wait_for(lambda: all(archived(archive, n) for n in names), timeout=90, message="the retries to succeed")
-    walcatalog.scan(archive)
-    assert walcatalog.find_gaps(archive) == []
+    catalog.scan(archive)
+    assert catalog.find_gaps(archive) == []
     assert archive.segments.filter(name__in=names, state=WalSegment.State.PRESENT).count() == 2

@@ -7,7 +7,7 @@ import threading
 import pytest
 from django.test import override_settings
 
-from backups import walstatus, walstream
+from backups.wal import status, stream
 from portal import pg
 from tests.conftest import wait_for
 
@@ -23,29 +23,29 @@ def commit(target: pg.Target, rows: int = 100) -> None:
 @override_settings(WAL_SLOT_WARN_BYTES=2 * 1024 * 1024)
 def test_synchronous_streaming_leaves_nothing_at_risk_and_a_stopped_receiver_is_noticed(archiving):
     target = archiving.cluster.target()
-    walstream.configure(archiving, synchronous=True)
+    stream.configure(archiving, synchronous=True)
     stop = threading.Event()
     lines: list[str] = []
-    receiver = threading.Thread(target=walstream.receive, args=(archiving, stop, lines.append))
+    receiver = threading.Thread(target=stream.receive, args=(archiving, stop, lines.append))
     receiver.start()
     try:
         with pg.connect(target) as conn:
             wait_for(lambda: conn.execute("SELECT sync_state FROM pg_stat_replication WHERE application_name = %s",
-                                          [walstream.application_name(archiving)]).fetchone() == ("sync",),
+                                          [stream.application_name(archiving)]).fetchone() == ("sync",),
                      message="the receiver to be the synchronous standby")
         for _ in range(5):
             commit(target)
-        sample = walstatus.take_sample(archiving)
+        sample = status.take_sample(archiving)
         assert sample.stream_active is True and sample.slot_wal_status == "reserved"
         assert sample.rpo_bytes == 0 and sample.rpo_seconds < 1.0
         assert sample.alert == "ok", sample.problems
         assert list(archiving.stream_folder.glob("*.partial"))
     finally:
-        walstream.configure(archiving, synchronous=False)  # commits must not wait for a receiver that is gone
+        stream.configure(archiving, synchronous=False)  # commits must not wait for a receiver that is gone
         stop.set()
         receiver.join(timeout=30)
     commit(target, rows=30_000)  # WAL the slot now holds back for nobody
-    sample = walstatus.take_sample(archiving)
+    sample = status.take_sample(archiving)
     assert sample.stream_active is False
     assert sample.slot_retained_bytes > 2 * 1024 * 1024
     assert sample.alert == "critical"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from backups import walarchive
+from backups.wal import walarchive
 
 PROGRAM = Path(walarchive.__file__)
 PYTHON = "/usr/bin/python3"

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from backups import dump, runs, verify
+from backups import runs, verify
+from backups.kinds import logical as dump
 from backups.models import Backup, BackupPolicy
 from portal import jobs, pg
 from portal.models import AuditEvent

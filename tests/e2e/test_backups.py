@@ -13,7 +13,8 @@ from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, expect
 
 from backups.models import Backup, BackupPolicy
-from portal import embedded, sample
+from portal import embedded
+from portal.embedded import sample
 from portal.models import ManagedDatabase
 from tests.backups.conftest import config_versions, init_default_location
 from tests.e2e.conftest import login, screenshot

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from backups import offsite
 from backups.models import Backup, BackupPolicy, StorageLocation
+from backups.storage import offsite
 from tests.backups.conftest import catalog, init_default_location, local_location
 from tests.e2e.conftest import login, screenshot
 

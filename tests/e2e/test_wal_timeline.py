@@ -7,8 +7,9 @@ import os
 import pytest
 from playwright.sync_api import expect
 
-from backups import pipeline, runs, walarchive, walcatalog, walsetup, walstatus
+from backups import pipeline, runs
 from backups.models import Backup, BackupPolicy
+from backups.wal import catalog, setup, status, walarchive
 from portal.jobs import run_job
 from tests.backups.conftest import local_location, switch_wal
 from tests.conftest import wait_for
@@ -19,7 +20,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture
 def archiving(scratch_cluster, db):
-    return walsetup.configure(scratch_cluster.register(), folder=scratch_cluster.root / "wal", log=lambda line: None)
+    return setup.configure(scratch_cluster.register(), folder=scratch_cluster.root / "wal", log=lambda line: None)
 
 
 def test_an_auditor_sees_the_window_the_rpo_and_a_gap_on_the_timeline(page, live_server, auditor, archiving, tmp_path):
@@ -31,13 +32,13 @@ def test_an_auditor_sees_the_window_the_rpo_and_a_gap_on_the_timeline(page, live
     backup = runs.create(policy, actor="test", via="test")
     run_job(Backup, backup.pk, pipeline.perform)
     for _ in range(3):
-        walstatus.take_sample(archiving)
+        status.take_sample(archiving)
         names = [switch_wal(target, rows=50) for _ in range(2)]
         wait_for(lambda names=names: all(walarchive.stored(archiving.folder, n) for n in names), message="archived")
-    walstatus.take_sample(archiving)
+    status.take_sample(archiving)
     os.unlink(walarchive.stored(archiving.folder, names[0]))
-    walcatalog.scan(archiving)
-    walstatus.take_sample(archiving)
+    catalog.scan(archiving)
+    status.take_sample(archiving)
 
     login(page, live_server.url, auditor.username, next_url="/admin/backups/walarchive/")
     row = page.locator("#result_list tbody tr", has_text="scratch")

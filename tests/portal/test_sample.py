@@ -13,7 +13,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from psycopg import sql
 
-from portal import embedded, pg, sample
+from portal import embedded, pg
+from portal.embedded import sample
 from portal.models import AuditEvent
 
 SCALE = 0.02

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from backups import walarchive, walcatalog
 from backups.models import Backup, BackupPolicy, WalArchive
+from backups.wal import catalog as walcatalog
+from backups.wal import walarchive
 from portal import pg
 from recovery.models import RecoveryRequest
 from recovery.newcluster import NewCluster, postmaster_pid, stop

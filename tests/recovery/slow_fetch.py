@@ -7,7 +7,7 @@ import sys
 import time
 
 time.sleep(1.0)
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "backups"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "backups", "wal"))
 import walarchive  # noqa: E402
 
 sys.exit(walarchive.main(sys.argv[1:]))

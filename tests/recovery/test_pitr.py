@@ -12,9 +12,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.core.exceptions import ValidationError
 
-from backups import walarchive
 from backups.models import Backup
-from backups.walwindow import recoverable_window
+from backups.wal import walarchive
+from backups.wal.window import recoverable_window
 from portal import pg
 from portal.jobs import run_job
 from portal.models import AuditEvent, ManagedCluster

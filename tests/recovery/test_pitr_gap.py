@@ -8,9 +8,10 @@ import os
 import pytest
 from django.core.exceptions import ValidationError
 
-from backups import walarchive, walcatalog
 from backups.models import WalArchive, WalSegment
-from backups.walwindow import recoverable_window
+from backups.wal import catalog as walcatalog
+from backups.wal import walarchive
+from backups.wal.window import recoverable_window
 from recovery import approvals, pitr
 from recovery.models import RecoveryRequest, RecoveryStep
 from tests.backups.conftest import switch_wal

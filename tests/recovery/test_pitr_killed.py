@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from backups import walarchive
 from backups.models import Backup, BackupPolicy, WalArchive
+from backups.wal import walarchive
 from portal import pg
 from portal.jobs import HOST, alive, reap_dead_jobs
 from portal.models import AuditEvent

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from backups import walarchive
 from backups.models import Backup, WalArchive
+from backups.wal import walarchive
 from portal import pg
 from portal.jobs import run_job
 from recovery import approvals, newcluster, passfile, pitr, replay

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ValidationError
 
-from backups import walarchive
+from backups.wal import walarchive
 from portal import jobs, pg
 from portal.models import AuditEvent, ManagedCluster
 from recovery import approvals, promote, services

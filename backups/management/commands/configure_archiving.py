@@ -6,8 +6,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from backups import walsetup
 from backups.models import WalArchive
+from backups.wal import setup
 from portal.models import ManagedCluster
 
 
@@ -30,7 +30,7 @@ class Command(BaseCommand):
         if archive_timeout is not None and not 1 <= archive_timeout <= 3600:
             raise CommandError("--archive-timeout must be between 1 and 3600 seconds")
         try:
-            walsetup.configure(managed, folder=folder, compression=compression, archive_timeout=archive_timeout,
+            setup.configure(managed, folder=folder, compression=compression, archive_timeout=archive_timeout,
                                log=self.stdout.write)
-        except walsetup.ArchivingError as exc:
+        except setup.ArchivingError as exc:
             raise CommandError(str(exc)) from exc

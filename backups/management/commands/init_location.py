@@ -1,5 +1,5 @@
 """`manage.py init_location <name> [--path FOLDER] [--adopt]`: make a folder a local storage location's, by writing
-its marker (`.paws360-location`: this portal instance and the location's name; see `backups/locations.py`).
+its marker (`.paws360-location`: this portal instance and the location's name; see `backups/storage/locations.py`).
 
 With `--path`, the location is created (or its folder changed) first, checked like the admin checks it. A folder
 that is not empty and has no marker is refused unless `--adopt` (it holds this portal's backups, whose marker
@@ -16,8 +16,8 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from backups import locations
 from backups.models import StorageLocation
+from backups.storage import locations
 from portal import audit
 
 
@@ -36,6 +36,7 @@ def located(name: str, path: str | None) -> tuple[StorageLocation, bool]:
         location.path, location.marker_written = path, None
     try:
         location.full_clean()
+        locations.validate(location)
     except ValidationError as exc:
         raise CommandError(f"{name}: {'; '.join(exc.messages)}") from exc
     return location, changed

@@ -1,5 +1,5 @@
 """`manage.py recatalog <location>`: rebuild the catalog's rows from the backups' manifests in a storage location,
-after the portal's database was lost (`backups/recatalog.py`). One line per backup: recatalogued, already known,
+after the portal's database was lost (`backups/storage/recatalog.py`). One line per backup: recatalogued, already known,
 damaged or refused, with the reason. Exit code 0 only when every manifest was recatalogued or already known.
 
 The location is named as the catalog knows it, or given as the absolute path of a local folder: a folder the
@@ -17,9 +17,9 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from backups import locations, recatalog, storage
 from backups.management.commands.backup_now import BAR_WIDTH, ProgressLine
 from backups.models import StorageLocation
+from backups.storage import backends, locations, recatalog
 from portal import audit
 
 
@@ -48,6 +48,7 @@ def location_from_marker(folder: str, *, create: bool, actor: str) -> StorageLoc
     location = StorageLocation(name=marker["location"], kind=StorageLocation.Kind.LOCAL, path=folder)
     try:
         location.full_clean()
+        locations.validate(location)
     except ValidationError as exc:
         raise CommandError(f"{folder}: {'; '.join(exc.messages)}") from exc
     if create:
@@ -81,7 +82,7 @@ class Command(BaseCommand):
 
         try:
             outcomes = recatalog.run(chosen, actor=actor, dry_run=dry_run, progress=progress)
-        except storage.StorageError as exc:
+        except backends.StorageError as exc:
             raise CommandError(f"cannot read location {chosen}: {exc}") from exc
         for outcome in outcomes:
             self.stdout.write(("(dry run) " if dry_run else "") + str(outcome))

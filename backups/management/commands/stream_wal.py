@@ -7,8 +7,8 @@ import threading
 
 from django.core.management.base import BaseCommand, CommandError
 
-from backups import walstream
 from backups.models import WalArchive
+from backups.wal import stream as walstream
 from portal import audit
 
 

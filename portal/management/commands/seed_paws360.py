@@ -7,7 +7,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from portal import audit, embedded, sample
+from portal import audit, embedded
+from portal.embedded import sample
 
 
 class Command(BaseCommand):

@@ -9,9 +9,7 @@ from django.contrib.auth.models import Group, User
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from backups import defaults, locations, walstatus
 from portal import audit, embedded
-from portal.models import ManagedCluster
 from portal.roles import DBA
 
 ADMIN_USERNAME = "admin"
@@ -38,33 +36,12 @@ def ensure_admin() -> tuple[str, str, bool]:
         audit.record("user.create_admin", actor="system:setup", obj=user, target=user.username)
     return ADMIN_USERNAME, password, created
 
-LOGICAL_DRILL_CRON = "0 5 * * 0"  # an hour after the point-in-time drill (DRILL_DEFAULT_SCHEDULE): not both at once
-
-
 class Command(BaseCommand):
-    help = "Seed the sample database if missing, register the embedded cluster, make the admin login."
+    help = ("Seed the sample database if missing, register the embedded managed cluster, let the apps set it up "
+            "(archiving, the runbook's policies, drills: portal.embedded.SETUP_STEPS), make the admin login.")
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--scale", type=float, default=settings.SAMPLE_SCALE)
-
-    def protect_embedded(self, cluster: ManagedCluster) -> None:
-        """The embedded default comes up archiving its WAL (manage.py configure_archiving embedded), with the
-        runbook's backup policies, each with a first backup queued, and weekly restore drills (manage.py
-        schedule_drill): point-in-time of the cluster, and an hour later logical of the sample database."""
-        from recovery.models import DrillSchedule
-
-        self.stdout.write(locations.initialise_default(actor="system:setup"))
-        call_command("configure_archiving", cluster.name, stdout=self.stdout)
-        walstatus.take_sample(cluster.wal_archive)
-        created = defaults.ensure_runbook_policies(cluster.databases.get(name=settings.SAMPLE_DATABASE))
-        defaults.first_runs(created, actor="system:setup")
-        for policy in created:
-            self.stdout.write(f"backup policy '{policy}': {policy.schedule}, kept {policy.retention_days} days")
-        if not DrillSchedule.objects.filter(cluster=cluster, kind=DrillSchedule.Kind.PITR).exists():
-            call_command("schedule_drill", cluster.name, stdout=self.stdout)
-        if not DrillSchedule.objects.filter(cluster=cluster, kind=DrillSchedule.Kind.LOGICAL).exists():
-            call_command("schedule_drill", cluster.name, kind=DrillSchedule.Kind.LOGICAL,
-                         database=settings.SAMPLE_DATABASE, cron=LOGICAL_DRILL_CRON, stdout=self.stdout)
 
     def handle(self, *args, scale: float, **options) -> None:
         call_command("seed_paws360", scale=scale, if_missing=True, stdout=self.stdout)
@@ -72,6 +49,7 @@ class Command(BaseCommand):
         state = "reachable" if cluster.reachable else f"UNREACHABLE: {cluster.status_error}"
         self.stdout.write(f"managed cluster '{cluster.name}' ({cluster.host}:{cluster.port}): {state}")
         if cluster.reachable:
-            self.protect_embedded(cluster)
+            for step in embedded.SETUP_STEPS:
+                step(cluster, self.stdout)
         username, password, _ = ensure_admin()
         self.stdout.write(f"admin login: {username} / {password}  (kept in {settings.SECRETS_DIR}/admin-password)")

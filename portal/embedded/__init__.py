@@ -1,0 +1,75 @@
+"""The embedded default: the project-local clusters started by `bin/pg-embedded` — the portal's own (its
+database) and the managed one (the sample PAWS360 database) — and the registration of the managed one."""
+
+from __future__ import annotations
+
+import os
+import pwd
+from collections.abc import Callable
+from typing import TextIO
+
+from django.conf import settings
+
+from portal import pg
+from portal.models import ManagedCluster, ManagedDatabase
+
+CLUSTER_NAME = "embedded"
+SetupStep = Callable[[ManagedCluster, TextIO], None]  # the cluster, and where to say what was done
+
+# What the apps set up on the embedded default's managed cluster once it is registered (`manage.py setup_embedded`),
+# registered from their AppConfig.ready(): archiving and the runbook's backup policies, drill schedules...
+SETUP_STEPS: list[SetupStep] = []
+
+
+def register_setup(step: SetupStep) -> None:
+    if step not in SETUP_STEPS:
+        SETUP_STEPS.append(step)
+
+
+def target(dbname: str = "postgres") -> pg.Target:
+    """The managed cluster, as the role the portal manages it with."""
+    return pg.Target(
+        host="127.0.0.1",
+        port=settings.EMBEDDED_PG_PORT,
+        user=settings.EMBEDDED_ADMIN_ROLE,
+        dbname=dbname,
+        passfile=settings.EMBEDDED_PASSFILE,
+        major=settings.PG_DEFAULT_MAJOR,
+    )
+
+
+def register() -> ManagedCluster:
+    """Register (or update) the managed cluster and the sample database as managed targets."""
+    cluster, _ = ManagedCluster.objects.update_or_create(
+        name=CLUSTER_NAME,
+        defaults={
+            "host": "127.0.0.1",
+            "port": settings.EMBEDDED_PG_PORT,
+            "role": settings.EMBEDDED_ADMIN_ROLE,
+            "passfile": settings.EMBEDDED_PASSFILE,
+            "control": ManagedCluster.Control.PG_CTL,
+            "data_directory": str(settings.EMBEDDED_PGDATA),
+            "os_user": cluster_os_user(),
+        },
+    )
+    ManagedDatabase.objects.get_or_create(
+        cluster=cluster, name=settings.SAMPLE_DATABASE,
+        defaults={"environment": ManagedDatabase.Environment.PRODUCTION},
+    )
+    cluster.refresh_status()
+    return cluster
+
+
+def cluster_os_user() -> str:
+    """Who runs the embedded clusters: `postgres` when set up as root, else the user who set them up."""
+    return "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+
+
+def portal_superuser_sql(sql: str, dbname: str, *, capture: bool = False) -> str:
+    """Run SQL as the superuser of the embedded portal cluster (peer authentication over its socket, as the
+    cluster's OS user: root or that user only). The SQL travels on stdin."""
+    superuser = pg.Target(host=str(settings.PORTAL_PG_SOCKET_DIR), port=settings.PORTAL_PG_PORT, user="postgres",
+                          dbname=dbname)
+    result = pg.run("psql", ["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"], target=superuser,
+                    stdin=sql.encode(), capture_stdout=capture, run_as=cluster_os_user(), timeout=120)
+    return result.stdout.decode() if capture else ""
