@@ -23,6 +23,20 @@ class BackupMissing(ChecksumMismatch):
     """A file of the backup is not there (deleted, or its disk not mounted): not restorable, but not found damaged."""
 
 
+def check_present(backup: Backup) -> None:
+    """Cheap enough for a web request: the backup's files are there with their catalogued size (a truncated file is
+    caught here; the full sha256 is the recovery's own first step, `check_checksum`)."""
+    path = backup.local_path
+    if not path.exists():
+        raise BackupMissing(f"{path} is missing")
+    size = files.tree_size(path) if path.is_dir() else path.stat().st_size
+    if backup.size_bytes is not None and size != backup.size_bytes:
+        raise ChecksumMismatch(f"{backup.name} holds {size} bytes, catalogued {backup.size_bytes}")
+    extra = backup.manifest.get("globals")
+    if extra and not (backup.policy.primary_root() / extra["path"]).exists():
+        raise BackupMissing(f"the globals file {extra['path']} is missing")
+
+
 def check_checksum(backup: Backup) -> None:
     """Recompute the stored backup's sha256 (and its globals file's); raise ChecksumMismatch unless they match."""
     path = backup.local_path

@@ -13,9 +13,6 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-# Output bytes per byte of table data (heap and TOAST pages) at each gzip level, measured on the ~1 GB sample
-# (bench/dump_options.py, bench/RESULTS.md). The progress estimate starts from it until the policy has a
-# backup of its own to go by.
 USER_TABLES = """
 SELECT n.nspname, c.relname,
        (c.relpages + coalesce(t.relpages, 0))::bigint * current_setting('block_size')::bigint

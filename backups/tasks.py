@@ -55,6 +55,10 @@ def sample_wal_archives() -> int:
     return WalArchive.objects.count()
 
 
+def sample_wal_archive(archive_pk: int, actor: str) -> str:
+    return walstatus.sample_now(WalArchive.objects.select_related("cluster").get(pk=archive_pk), actor)
+
+
 def verify_wal_archives() -> int:
     return sum(len(catalog.verify(archive)) for archive in WalArchive.objects.select_related("cluster"))
 

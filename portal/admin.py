@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-from django.contrib import admin, messages
+from django.contrib import admin
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.loader import render_to_string
 from django.utils.html import format_html
+from django_q.tasks import async_task
 
 from portal import audit, health
 from portal.models import AuditEvent, ManagedCluster, ManagedDatabase
@@ -82,13 +85,11 @@ class ManagedClusterAdmin(AuditedAdmin):
 
     @admin.action(description="Check status now", permissions=["change"])
     def check_now(self, request: HttpRequest, queryset: QuerySet[ManagedCluster]) -> None:
-        for cluster in queryset:
-            reachable = cluster.refresh_status()
-            audit.record("cluster.check", actor=request.user, obj=cluster, target=str(cluster),
-                         outcome=audit.Outcome.SUCCESS if reachable else audit.Outcome.FAILURE,
-                         details={"error": cluster.status_error})
-            level = messages.SUCCESS if reachable else messages.ERROR
-            self.message_user(request, f"{cluster}: {'reachable' if reachable else cluster.status_error}", level)
+        for cluster in queryset:  # the worker connects (the web server has no managed cluster's password)
+            transaction.on_commit(partial(async_task, "portal.tasks.check_cluster", cluster.pk,
+                                          request.user.get_username(), task_name=f"check {cluster}"[:100]))
+        names = ", ".join(str(cluster) for cluster in queryset)
+        self.message_user(request, f"Checking {names} now: the status here shows the result in a moment.")
 
 
 @admin.register(ManagedDatabase)

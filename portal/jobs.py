@@ -56,11 +56,15 @@ class Job(models.Model):
     """Fields and behaviour shared by every outcome model (Backup, RecoveryRequest, MaintenanceRun...)."""
 
     class Status(models.TextChoices):
+        """Every job's states; the approval states only for work a second person approves (a recovery)."""
+
+        REQUESTED = "requested", "Awaiting approval"
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
+        REJECTED = "rejected", "Rejected"
 
     audit_action = "job"
 
@@ -85,7 +89,7 @@ class Job(models.Model):
 
     @property
     def is_finished(self) -> bool:
-        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED, self.Status.CANCELLED)
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED, self.Status.CANCELLED, self.Status.REJECTED)
 
     @property
     def duration(self) -> timedelta | None:

@@ -95,38 +95,6 @@ class ManagedCluster(models.Model):
             major=self.major,
         )
 
-    def refresh_status(self, connect_timeout: int = 3) -> bool:
-        """Connect, read version, recovery state and sizes; record them. True when reachable."""
-        fields = ["reachable", "status_error", "checked_at", "system_identifier", "holds_portal_database"]
-        try:
-            with pg.connect(self.target(), purpose="status", connect_timeout=connect_timeout) as conn:
-                self.system_identifier = str(conn.execute(SYSTEM_IDENTIFIER).fetchone()[0])
-                self.holds_portal_database = self.system_identifier == portal_system_identifier()
-                if self.holds_portal_database:
-                    raise PortalDatabaseServer(PortalDatabaseServer.__doc__)
-                version = conn.execute("SHOW server_version").fetchone()[0]
-                in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
-                sizes = dict(
-                    conn.execute(
-                        "SELECT datname, pg_database_size(oid) FROM pg_database WHERE datallowconn"
-                    ).fetchall()
-                )
-                self.server_version_num = conn.info.server_version
-        except Exception as exc:  # any failure to connect or query means "not reachable", with the reason
-            self.reachable, self.status_error = False, str(exc).strip()[:2000]
-        else:
-            self.reachable, self.status_error = True, ""
-            self.server_version = version.split()[0]
-            self.in_recovery = in_recovery
-            # pg_database_size() is NULL for a database dropped while it was being read.
-            self.size_bytes = sum(size for size in sizes.values() if size is not None)
-            fields += ["server_version", "server_version_num", "in_recovery", "size_bytes"]
-            for database in self.databases.all():
-                database.record_size(sizes.get(database.name))
-        self.checked_at = timezone.now()
-        self.save(update_fields=fields)
-        return bool(self.reachable)
-
 
 class ManagedDatabase(models.Model):
     class Environment(models.TextChoices):

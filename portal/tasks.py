@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 
 from portal import anchors, jobs, logfiles, targets
+from portal.models import ManagedCluster
 
 
 def reap_dead_jobs() -> int:
@@ -13,6 +14,10 @@ def reap_dead_jobs() -> int:
 
 def refresh_targets() -> int:
     return targets.refresh_all()
+
+
+def check_cluster(cluster_pk: int, actor: str) -> bool:
+    return targets.check_now(ManagedCluster.objects.get(pk=cluster_pk), actor)
 
 
 def anchor_audit_chain() -> int:

@@ -15,7 +15,7 @@ from django.db.models import QuerySet
 
 from backups import verify
 from backups.models import Backup, BackupPolicy
-from backups.restore import BackupMissing, ChecksumMismatch, check_checksum
+from backups.restore import BackupMissing, ChecksumMismatch, check_checksum, check_present
 from portal.models import ManagedCluster, ManagedDatabase
 
 
@@ -55,13 +55,14 @@ def _colon(text: str) -> str:
     return f": {text.splitlines()[0][:300]}" if text else ""
 
 
-def check(backup: Backup, database: ManagedDatabase | None = None) -> None:
-    """Raise `Unusable` unless the catalogue calls `backup` good and its files match their checksum."""
+def check(backup: Backup, database: ManagedDatabase | None = None, *, full: bool = True) -> None:
+    """Raise `Unusable` unless the catalogue calls `backup` good and its files match their checksum (`full`: read
+    whole, in the worker) or are there with their size (a request form)."""
     reason = refusal(backup, database)
     if reason:
         raise Unusable(reason)
     try:
-        check_checksum(backup)
+        (check_checksum if full else check_present)(backup)
     except BackupMissing as exc:
         raise Unusable(f"backup #{backup.pk} ({backup}) is corrupt: {exc}") from exc
     except ChecksumMismatch as exc:
@@ -75,15 +76,15 @@ def newest(database: ManagedDatabase | None = None, cluster: ManagedCluster | No
 
 
 def resolve(backup: Backup | None, database: ManagedDatabase | None, cluster: ManagedCluster | None,
-            say: Callable[[str], None]) -> Backup:
+            say: Callable[[str], None], *, full: bool = True) -> Backup:
     """The chosen backup, checked; with none chosen, the newest good one whose files match (saying which newer
-    ones were passed over, and why)."""
+    ones were passed over, and why). `full=False` for a request form: presence and size, not the whole sha256."""
     if backup is not None:
-        check(backup, database)
+        check(backup, database, full=full)
         return backup
     for candidate in good_backups(database, cluster):
         try:
-            check(candidate, database)
+            check(candidate, database, full=full)
         except Unusable as exc:
             say(f"passed over: {exc}")
             continue

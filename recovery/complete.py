@@ -18,7 +18,6 @@ never touched. RTO runs from the first step to the services healthy (replace) or
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 from backups import leases
@@ -26,9 +25,10 @@ from backups.models import Backup
 from portal import audit
 from portal.jobs import Reporter
 from portal.models import ManagedDatabase
-from recovery import cleanup, databases, objectives, services
+from recovery import cleanup, databases, procedure, services
 from recovery.models import RecoveryRequest, RecoveryStep
 from recovery.restoring import RestoreFailed, checked_backup, restore_into, verify_counts
+from recovery.runbook import runbook_counts
 from recovery.steps import Steps
 
 CHECK = "Check the backup"
@@ -66,12 +66,11 @@ def restore_complete(request: RecoveryRequest, reporter: Reporter) -> None:
     app = services.configured() if replace else []
     steps = Steps(request, reporter, plan(replace, bool(app)))
     names = names_for(request)
-    try:
+    with procedure.undone_on_failure(request, steps, app, lambda: undo(request, steps), RestoreFailed):
         backup = check_backup(request, steps)
         with leases.hold(backup, f"recovery:{request.pk}"):
             if app:
-                with steps.run(services.STOP_STEP) as step:
-                    stop_services(app, steps, step)
+                procedure.stop_services(steps, app)
             restore_beside(request, backup, names, steps, app)
         if replace:
             with steps.run(SWAP) as step:
@@ -81,46 +80,22 @@ def restore_complete(request: RecoveryRequest, reporter: Reporter) -> None:
                 keep_connection_limit(request, names, steps, step)
                 databases.register(request.cluster, names.restored, ManagedDatabase.Environment.STAGING)
                 steps.log(step, f"{names.restored} is registered as a staging database of {request.cluster}")
-    except BaseException as exc:
-        problems = undo(request, steps, app)
-        if problems:
-            raise RestoreFailed(f"{exc or type(exc).__name__}; and then: {'; '.join(problems)}") from exc
-        raise
-    if app:
-        with steps.run(services.START_STEP) as step:
-            services.start_all(app, lambda line: steps.log(step, line))
-    first = steps.first_started()
-    assert first is not None and first.started is not None
-    until = "the services healthy" if app else ("the swap" if replace else "the restored database verified")
-    seconds = objectives.record_rto(request, first.started, until)
-    reporter.log(f"RTO {seconds:.1f} s, from the first step to {until}")
+    procedure.finish(request, steps, app, "the swap" if replace else "the restored database verified")
 
 
-def undo(request: RecoveryRequest, steps: Steps, app: list[services.AppService]) -> list[str]:
-    """After a failure: drop the unfinished restored database, start the services again; what went wrong."""
-    steps.skip_rest()
-    problems = []
+def undo(request: RecoveryRequest, steps: Steps) -> list[str]:
+    """After a failure: the unfinished restored database dropped (production reopened if a swap was under way);
+    what went wrong."""
     try:
         cleanup.undo_restore(request, lambda line: steps.reporter.log(f"[clean-up] {line}"))
     except Exception as exc:  # the services must still be started
-        problems.append(f"clean-up failed: {exc}")
-    if app and cleanup.services_left_stopped(request):
-        with contextlib.suppress(services.ServiceError), steps.run(services.START_STEP) as step:
-            errors = services.restart_each(app, lambda line: steps.log(step, line))
-            if errors:
-                problems += errors
-                raise services.ServiceError("; ".join(errors))
-    return problems
+        return [f"clean-up failed: {exc}"]
+    return []
 
 
 def check_backup(request: RecoveryRequest, steps: Steps) -> Backup:
     with steps.run(CHECK) as step:
         return checked_backup(request, steps, step)
-
-
-def stop_services(app: list[services.AppService], steps: Steps, step: RecoveryStep) -> None:
-    services.stop_all(app, lambda line: steps.log(step, line))
-    services.confirm_down(app, lambda line: steps.log(step, line))
 
 
 def restore_beside(request: RecoveryRequest, backup: Backup, names: Names, steps: Steps,
@@ -151,8 +126,8 @@ def verify(request: RecoveryRequest, backup: Backup, target, steps: Steps, step:
     counts = verify_counts(backup, target)
     total = sum(c["restored"] for c in counts.values())
     steps.log(step, f"{len(counts)} tables, {total:,} rows: every count matches the backup's manifest")
-    runbook = databases.runbook_counts(target)
-    if runbook is None:
+    runbook = runbook_counts(target)
+    if not runbook:
         steps.log(step, "the runbook's row-count query does not apply: no paws360 tables")
     else:
         for table, rows in runbook.items():

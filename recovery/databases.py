@@ -22,14 +22,6 @@ PROTECTED = frozenset({"postgres", "template0", "template1"})
 # Settings whose value is a list: each element is quoted on its own, as pg_dump does.
 LIST_SETTINGS = frozenset({"search_path", "temp_tablespaces", "local_preload_libraries",
                            "session_preload_libraries"})
-RUNBOOK_TABLES = ("users", "students", "courses", "enrollments")
-# The runbook's Scenario 1 step 4 query, as written there.
-RUNBOOK_COUNTS = """
-SELECT 'users' AS table_name, count(*) AS row_count FROM paws360.users
-UNION ALL SELECT 'students', count(*) FROM paws360.students
-UNION ALL SELECT 'courses', count(*) FROM paws360.courses
-UNION ALL SELECT 'enrollments', count(*) FROM paws360.enrollments
-"""
 SWAP_WAIT_SECONDS = 30
 
 
@@ -228,15 +220,6 @@ def register(cluster: ManagedCluster, name: str, environment: str) -> ManagedDat
     database, _ = ManagedDatabase.objects.update_or_create(cluster=cluster, name=name,
                                                            defaults={"environment": environment})
     return database
-
-
-def runbook_counts(target: pg.Target) -> dict[str, int] | None:
-    """The runbook's row-count query (users, students, courses, enrollments), run as written; None for a
-    database without those tables."""
-    with pg.connect(target, purpose="recovery-verify", statement_timeout_ms=0) as conn:
-        missing = conn.execute("SELECT count(*) FROM unnest(%s::text[]) t WHERE to_regclass('paws360.' || t) IS NULL",
-                               [list(RUNBOOK_TABLES)]).fetchone()[0]
-        return None if missing else dict(conn.execute(RUNBOOK_COUNTS).fetchall())
 
 
 def analyze(target: pg.Target) -> None:

@@ -20,8 +20,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.db import IntegrityError, transaction
 from django.db.models import Q
-from psycopg import sql
 
+from backups import rowcounts
 from portal import audit, pg, schedules
 from portal.jobs import Reporter
 from portal.models import ManagedCluster
@@ -115,26 +115,14 @@ def amcheck(target: pg.Target, say: Callable[[str], None]) -> dict[str, object]:
     return {"ok": True, "seconds": round(result.duration, 1)}
 
 
-TABLES_SQL = """
-SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%'
-ORDER BY 1, 2
-"""
-
-
 def count_rows(target: pg.Target, databases: list[str], say: Callable[[str], None]) -> dict[str, dict[str, int]]:
-    """Exact row counts of every table: each one read end to end, so a table that cannot be read fails here."""
+    """Exact row counts of every table (`backups.rowcounts`, the backups' own counter: each read end to end, so a
+    table that cannot be read fails here)."""
     counts: dict[str, dict[str, int]] = {}
     for database in databases:
         with pg.connect(target.on(database), purpose="drill-count", statement_timeout_ms=0) as conn:
-            tables = conn.execute(TABLES_SQL).fetchall()
-            counts[database] = {
-                f"{schema}.{table}": conn.execute(
-                    sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))).fetchone()[0]
-                for schema, table in tables
-            }
-        say(f"{database}: {len(tables)} tables, {sum(counts[database].values())} rows")
+            counts[database] = rowcounts.count_rows(conn, rowcounts.user_tables(conn))
+        say(f"{database}: {len(counts[database])} tables, {sum(counts[database].values())} rows")
     return counts
 
 

@@ -23,15 +23,6 @@ class RecoveryRequest(Job):
 
     audit_action = "recovery"
 
-    class Status(models.TextChoices):
-        REQUESTED = "requested", "Awaiting approval"
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
-        REJECTED = "rejected", "Rejected"
-
     class Kind(models.TextChoices):
         COMPLETE = "complete", "Complete restore"
         PITR = "pitr", "Point-in-time recovery"
@@ -48,7 +39,6 @@ class RecoveryRequest(Job):
         INSERT_MISSING = "insert_missing", "Insert the rows that are missing"
         REPLACE_ROWS = "replace_rows", "Replace all rows"
 
-    status = models.CharField(max_length=10, choices=Status, default=Status.QUEUED, db_index=True)
     kind = models.CharField(max_length=10, choices=Kind)
     cluster = models.ForeignKey(ManagedCluster, on_delete=models.PROTECT, related_name="recoveries")
     database = models.ForeignKey(ManagedDatabase, on_delete=models.PROTECT, null=True, blank=True,
@@ -71,6 +61,9 @@ class RecoveryRequest(Job):
     rto_seconds = models.FloatField(null=True, blank=True, help_text="First step to services healthy / verified.")
     rpo_seconds = models.FloatField(null=True, blank=True, help_text="Target against the newest archived change.")
     verification = models.JSONField(default=dict, blank=True)
+    promotion = models.JSONField(
+        default=dict, blank=True, help_text="A promotion's journal: the data directories' places and the stage "
+        "reached, recorded before each step acts, so that a dead run is undone the same way.")
     work_directory = models.CharField(
         max_length=500, blank=True,
         help_text="Point-in-time: the folder of the cluster being built (data, socket, server log), recorded "
@@ -119,10 +112,6 @@ class RecoveryRequest(Job):
         elif not self.destination_name:
             suffix = f"_restored_{timezone.now():%Y%m%d_%H%M%S}"
             self.destination_name = self.database.name[:63 - len(suffix)] + suffix
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED, self.Status.CANCELLED, self.Status.REJECTED)
 
     def clean(self) -> None:
         if self.kind == self.Kind.PITR and not self.target_time:

@@ -50,14 +50,15 @@ def validate(request: RecoveryRequest) -> None:
 
 @register(Kind.COMPLETE, Kind.TABLE, Kind.DRILL)
 def backup_can_serve(request: RecoveryRequest) -> None:
-    """The chosen backup is good and its files match their checksum; with none chosen, the newest that is."""
+    """The chosen backup is good and its files are there with their size; with none chosen, the newest that is."""
     if request.kind == Kind.DRILL and request.backup is not None and request.backup.kind != BackupPolicy.Kind.LOGICAL:
         return  # a point-in-time drill: its own checks
     if request.kind != Kind.DRILL and request.database is None:
         return  # the model's own check says so
     try:
         request.backup = choose.resolve(request.backup, request.database,
-                                        request.cluster if request.kind == Kind.DRILL else None, lambda line: None)
+                                        request.cluster if request.kind == Kind.DRILL else None, lambda line: None,
+                                        full=False)  # the whole sha256 is the worker's first step
     except choose.Unusable as exc:
         raise ValidationError({"backup": str(exc)}) from exc
 

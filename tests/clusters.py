@@ -80,7 +80,9 @@ class ScratchCluster:
             name=name, host="127.0.0.1", port=self.port, role=self.role, passfile=str(self.passfile),
             control=ManagedCluster.Control.PG_CTL, data_directory=str(self.data), os_user=RUN_AS,
         )
-        cluster.refresh_status()
+        from portal import targets
+
+        targets.refresh(cluster)
         return cluster
 
     def target(self, dbname: str = "postgres") -> pg.Target:

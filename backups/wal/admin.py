@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
@@ -15,10 +17,10 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django_q.tasks import async_task
 
 from backups.models import Backup, BackupPolicy, WalArchive, WalArchiveSample, WalSegment
 from backups.wal import catalog
-from backups.wal import status as walstatus
 from backups.wal.window import recoverable_window
 from portal import audit
 from portal.admin import status_badge
@@ -196,12 +198,11 @@ class WalArchiveAdmin(admin.ModelAdmin):
 
     @admin.action(description="Rescan the archive and sample the archiver now", permissions=["change"])
     def sample_now(self, request: HttpRequest, queryset: QuerySet[WalArchive]) -> None:
-        for archive in queryset:
-            sample = walstatus.take_sample(archive)
-            audit.record("walarchive.sample", actor=request.user, obj=archive, target=str(archive.cluster),
-                         details={"alert": sample.alert})
-            level = messages.SUCCESS if sample.alert == "ok" else messages.WARNING
-            self.message_user(request, f"{archive.cluster}: {sample.alert}", level)
+        for archive in queryset:  # the worker connects (the web server has no managed cluster's password)
+            transaction.on_commit(partial(async_task, "backups.tasks.sample_wal_archive", archive.pk,
+                                          request.user.get_username(), task_name=f"sample {archive}"[:100]))
+        names = ", ".join(str(archive.cluster) for archive in queryset)
+        self.message_user(request, f"Sampling the WAL archive of {names} now: its health shows here in a moment.")
 
 
 @admin.register(WalSegment)

@@ -23,7 +23,7 @@ from django.utils import timezone
 from backups.models import WalArchive, WalArchiveSample, WalSegment
 from backups.wal import catalog as walcatalog
 from backups.wal import walarchive
-from portal import pg
+from portal import audit, pg
 
 STATE_SQL = """
 SELECT a.archived_count, a.last_archived_wal, a.last_archived_time, a.failed_count, a.last_failed_wal,
@@ -181,3 +181,12 @@ def health(archive: WalArchive) -> tuple[bool, str]:
 def all_health() -> dict[str, tuple[bool, str]]:
     """For /health: every archive, by its cluster's name."""
     return {archive.cluster.name: health(archive) for archive in WalArchive.objects.select_related("cluster")}
+
+
+def sample_now(archive: WalArchive, actor: str) -> str:
+    """A DBA's "sample now" (queued to the worker): the archive rescanned and the archiver sampled at once, recorded
+    with who asked. The sample's alert."""
+    sample = take_sample(archive)
+    audit.record("walarchive.sample", actor=actor, obj=archive, target=str(archive.cluster),
+                 details={"alert": sample.alert})
+    return sample.alert

@@ -10,7 +10,7 @@ from typing import TextIO
 
 from django.conf import settings
 
-from portal import pg
+from portal import pg, targets
 from portal.models import ManagedCluster, ManagedDatabase
 
 CLUSTER_NAME = "embedded"
@@ -56,7 +56,7 @@ def register() -> ManagedCluster:
         cluster=cluster, name=settings.SAMPLE_DATABASE,
         defaults={"environment": ManagedDatabase.Environment.PRODUCTION},
     )
-    cluster.refresh_status()
+    targets.refresh(cluster)
     return cluster
 
 

@@ -24,7 +24,6 @@ objectives, registration), `procedure` (the recovery), `drill`, `reaper`.
 
 from recovery.pitr.build import recovery_settings
 from recovery.pitr.drill import drill
-from recovery.pitr.outcome import runbook_counts
 from recovery.pitr.plan import (
     DRILL_PLAN,
     PLAN,
@@ -42,5 +41,5 @@ from recovery.pitr.times import for_postgres, utc
 __all__ = [
     "CLEANUP_KINDS", "DRILL_PLAN", "PLAN", "STEP_BACKUP", "STEP_EXTRACT", "STEP_PROMOTE", "STEP_REPLAY", "STEP_WINDOW",
     "archive_of", "choose_backup", "drill", "for_postgres", "free_port", "recover_to_point", "recovery_settings",
-    "replay_bound", "runbook_counts", "sweep_leftovers", "undo_dead_run", "utc", "validate_request",
+    "replay_bound", "sweep_leftovers", "undo_dead_run", "utc", "validate_request",
 ]

@@ -6,26 +6,16 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.utils import timezone
-from psycopg import sql
 
-from portal import audit, pg
+from portal import audit, pg, targets
 from portal.models import ManagedCluster, ManagedDatabase
 from recovery import replay
 from recovery.models import RecoveryRequest
 from recovery.pitr.build import Build
-from recovery.pitr.plan import RUNBOOK_TABLES, STEP_REGISTER, STEP_VERIFY
+from recovery.pitr.plan import STEP_REGISTER, STEP_VERIFY
 from recovery.pitr.target import newest_archived_commit
 from recovery.pitr.times import utc
-
-
-def runbook_counts(target: pg.Target) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    with pg.connect(target, purpose="pitr-verify") as conn:
-        for table in RUNBOOK_TABLES:
-            if conn.execute("SELECT to_regclass(%s)", [table]).fetchone()[0] is not None:
-                query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*table.split(".")))
-                counts[table] = conn.execute(query).fetchone()[0]
-    return counts
+from recovery.runbook import runbook_counts
 
 
 def server_facts(build: Build) -> dict[str, object]:
@@ -97,7 +87,7 @@ def register(build: Build) -> ManagedCluster:
     for database in source.databases.filter(name__in=list(build.facts["databases"])):
         ManagedDatabase.objects.create(cluster=cluster, name=database.name,
                                        environment=ManagedDatabase.Environment.STAGING)
-    cluster.refresh_status()
+    targets.refresh(cluster)
     RecoveryRequest.objects.filter(pk=build.request.pk).update(result_cluster=cluster)
     build.request.result_cluster = cluster
     audit.record("recovery.pitr.register", actor=build.request.triggered_by or "system", obj=cluster,

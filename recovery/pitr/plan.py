@@ -20,4 +20,3 @@ PLAN = [STEP_WINDOW, *RESTORE_STEPS, STEP_VERIFY, STEP_REGISTER]
 DRILL_PLAN = [STEP_DRILL_TARGET, *RESTORE_STEPS, STEP_DRILL_CHECK, STEP_DRILL_REMOVE]
 
 # The runbook's row-count query (its verification after a restore), where these tables exist.
-RUNBOOK_TABLES = ["paws360.users", "paws360.students", "paws360.courses", "paws360.enrollments"]

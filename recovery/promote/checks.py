@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Q
 
 from backups.models import Backup
+from portal import targets
 from portal.models import ManagedCluster
 from recovery.approvals import Refused
 from recovery.datadirs import (
@@ -20,8 +21,8 @@ from recovery.datadirs import (
     same_file_system,
 )
 from recovery.models import ACTIVE_STATES, RecoveryRequest
-from recovery.pitr import runbook_counts
 from recovery.promote.swap import Swap, facts, save_state
+from recovery.runbook import runbook_counts
 
 Say = Callable[[str], None]
 
@@ -76,7 +77,7 @@ def validate_request(request: RecoveryRequest) -> None:
         _production, recovered = clusters_of(request)
     except Refused as exc:
         raise ValidationError({"source_recovery": str(exc)}) from exc
-    if not recovered.refresh_status():
+    if not targets.refresh(recovered):
         raise ValidationError({"source_recovery": f"{recovered} is not running: {recovered.status_error}"})
 
 

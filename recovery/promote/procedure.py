@@ -7,10 +7,8 @@ from collections.abc import Callable
 
 from portal import audit
 from portal.jobs import Reporter
-from recovery import objectives, services
-from recovery.datadirs import (
-    MoveError,
-)
+from recovery import procedure, services
+from recovery.datadirs import MoveError
 from recovery.models import RecoveryRequest
 from recovery.promote.checks import check
 from recovery.promote.rollback import roll_back
@@ -24,14 +22,11 @@ def promote(request: RecoveryRequest, reporter: Reporter) -> None:
     """The procedure for kind "promote"."""
     app = services.configured()
     steps = Steps(request, reporter, plan(bool(app)))
-    try:
+    with procedure.undone_on_failure(request, steps, app, lambda: roll_back(request, steps), MoveError):
         with steps.run(CHECK):
             production, recovered, swap = check(request, steps.logger(CHECK))
         if app:
-            with steps.run(services.STOP_STEP):
-                say = steps.logger(services.STOP_STEP)
-                services.stop_all(app, say)
-                services.confirm_down(app, say)
+            procedure.stop_services(steps, app)
         swap_directories(request, steps, swap)
         with steps.run(START):
             start_production(production, swap, steps.logger(START))
@@ -41,23 +36,11 @@ def promote(request: RecoveryRequest, reporter: Reporter) -> None:
         ignore_cancel(request, reporter)
         with steps.run(RETIRE):
             retire(request, production, recovered, steps.logger(RETIRE))
-    except BaseException as exc:
-        problems = roll_back(request, steps, app)
-        if problems:
-            raise MoveError(f"{exc or type(exc).__name__}; and then: {'; '.join(problems)}") from exc
-        raise
-    if app:
-        with steps.run(services.START_STEP):
-            services.start_all(app, steps.logger(services.START_STEP))
+    seconds = procedure.finish(request, steps, app, "production verified")
     ignore_cancel(request, reporter)
-    first = steps.first_started()
-    assert first is not None and first.started is not None
-    until = "the services healthy" if app else "production verified"
-    seconds = objectives.record_rto(request, first.started, until)
-    reporter.log(f"RTO {seconds:.1f} s, from the first step to {until}")
     audit.record("recovery.promote", actor=request.requester or "system", obj=request, target=str(production),
                  details={"recovered_cluster": recovered.name, "before_data": str(swap.before),
-                          "timeline": request.verification["promote"].get("timeline"), "rto_seconds": seconds})
+                          "timeline": request.promotion.get("timeline"), "rto_seconds": seconds})
 
 
 def ignore_cancel(request: RecoveryRequest, reporter: Reporter) -> None:

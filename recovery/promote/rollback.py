@@ -4,11 +4,9 @@ stopped, the recovered cluster and the services start again; after its data dire
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 from portal import audit, jobs
-from recovery import cleanup, services
 from recovery.datadirs import (
     MoveError,
     put_back_settings,
@@ -22,7 +20,7 @@ Say = Callable[[str], None]
 
 def put_back(request: RecoveryRequest, say: Say) -> None:
     """Production running from its own, complete data directory again; the recovered cluster as it was."""
-    state = request.verification.get("promote")
+    state = request.promotion
     if not state:
         return  # nothing was stopped or moved
     swap = Swap.from_state(state)
@@ -51,14 +49,14 @@ def put_back(request: RecoveryRequest, say: Say) -> None:
             say(f"the recovered cluster did not start again: {exc}")
 
 
-def roll_back(request: RecoveryRequest, steps: Steps, app: list[services.AppService]) -> list[str]:
-    """In the worker: put production back (said in the failed step's log), then start the services again."""
-    steps.skip_rest()
+def roll_back(request: RecoveryRequest, steps: Steps) -> list[str]:
+    """In the worker: put production back (said in the failed step's log); what went wrong. (The procedure's
+    skeleton starts the services again: `recovery.procedure.undone_on_failure`.)"""
     failed = next((step for step in steps.steps if step.status == RecoveryStep.Status.FAILED), None)
     log = steps.logger(failed.name) if failed else steps.reporter.log
     problems: list[str] = []
-    request.refresh_from_db(fields=["verification"])
-    if request.verification.get("promote"):  # otherwise the checks refused it: nothing was stopped
+    request.refresh_from_db(fields=["promotion"])
+    if request.promotion:  # otherwise the checks refused it: nothing was stopped
         try:
             put_back(request, lambda line: log(f"[roll back] {line}"))
         except Exception as exc:  # the services must still be started; the problem is reported
@@ -66,13 +64,7 @@ def roll_back(request: RecoveryRequest, steps: Steps, app: list[services.AppServ
             log(f"[roll back] FAILED: {exc}")
         rolled = audit.Outcome.FAILURE if problems else audit.Outcome.SUCCESS
         audit.record("recovery.promote.rollback", actor="system:recovery", obj=request, target=str(request.cluster),
-                     outcome=rolled, details={"problems": problems, "state": request.verification["promote"]})
-    if app and cleanup.services_left_stopped(request):
-        with contextlib.suppress(services.ServiceError), steps.run(services.START_STEP):
-            errors = services.restart_each(app, steps.logger(services.START_STEP))
-            if errors:
-                problems += errors
-                raise services.ServiceError("; ".join(errors))
+                     outcome=rolled, details={"problems": problems, "state": request.promotion})
     return problems
 
 

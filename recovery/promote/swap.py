@@ -14,7 +14,7 @@ import psycopg
 from django.utils import timezone
 
 from backups.wal import catalog, walarchive
-from portal import audit, pg
+from portal import audit, pg, targets
 from portal.jobs import Cancelled
 from portal.models import ManagedCluster
 from recovery import passfile
@@ -27,8 +27,9 @@ from recovery.datadirs import (
     strip_pitr_settings,
 )
 from recovery.models import RecoveryRequest
-from recovery.pitr import archive_of, runbook_counts, utc
+from recovery.pitr import archive_of, utc
 from recovery.promote.stages import ARCHIVE_TIMEOUT, MOVE, READY_TIMEOUT, SETTINGS, STOP_PRODUCTION, STOP_RECOVERED
+from recovery.runbook import runbook_counts
 from recovery.steps import Steps
 
 Say = Callable[[str], None]
@@ -64,9 +65,9 @@ class Swap:
 
 
 def save_state(request: RecoveryRequest, swap: Swap, stage: str, **more: object) -> None:
-    previous = request.verification.get("promote", {})
-    request.verification["promote"] = {**previous, **swap.places(), **more, "stage": stage}
-    request.save(update_fields=["verification"])
+    previous = request.promotion
+    request.promotion = {**previous, **swap.places(), **more, "stage": stage}
+    request.save(update_fields=["promotion"])
 
 
 def facts(target: pg.Target) -> dict[str, object]:
@@ -130,7 +131,7 @@ def start_production(production: ManagedCluster, swap: Swap, say: Say) -> None:
 
 def verify(request: RecoveryRequest, production: ManagedCluster, swap: Swap, say: Say,
            cancel: threading.Event) -> None:
-    state = request.verification["promote"]
+    state = request.promotion
     timeline = facts(production.target())["timeline"]
     if timeline <= state["production_timeline"]:
         raise MoveError(f"production is on timeline {timeline}, not past its old {state['production_timeline']}")
@@ -168,6 +169,6 @@ def retire(request: RecoveryRequest, production: ManagedCluster, recovered: Mana
         status_error=note, checked_at=timezone.now())
     passfile.remove(recovered.name)
     say(f"{recovered}: no longer controlled by the portal, its passfile removed; the record stays for history")
-    production.refresh_status()
+    targets.refresh(production)
     audit.record("recovery.promote.retire", actor=request.requester or "system", obj=recovered,
                  target=str(recovered), details={"request": request.pk, "production": production.name})

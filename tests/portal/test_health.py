@@ -188,14 +188,18 @@ def test_it_is_503_when_no_worker_runs(client, dba):
     assert "no django-q2 cluster is running" in body["task_cluster"]["detail"]
 
 
-def test_check_status_now_samples_at_once_for_whoever_may_change_clusters(client, dba, auditor, watched_cluster):
+@pytest.mark.django_db(transaction=True)
+def test_check_status_now_samples_at_once_for_whoever_may_change_clusters(client, dba, auditor, watched_cluster,
+                                                                           qcluster):
     cluster = watched_cluster.register("scratch")
     watched_cluster.stop()
     changelist = reverse("admin:portal_managedcluster_changelist")
     client.force_login(auditor)
     assert b"check_now" not in client.get(changelist).content
     client.force_login(dba)
-    client.post(changelist, {"action": "check_now", "_selected_action": [cluster.pk]})
+    page = client.post(changelist, {"action": "check_now", "_selected_action": [cluster.pk]}, follow=True)
+    assert "Checking scratch now" in page.content.decode()
+    wait_for(lambda: AuditEvent.objects.filter(action="cluster.check").exists(), message="the worker's check")
     cluster.refresh_from_db()
     assert cluster.reachable is False
     event = AuditEvent.objects.get(action="cluster.check")

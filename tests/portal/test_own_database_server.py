@@ -10,7 +10,7 @@ from django.db import connection
 
 from backups import runs
 from backups.models import Backup, BackupPolicy
-from portal import checks, jobs
+from portal import checks, jobs, targets
 from portal.models import ManagedCluster
 
 
@@ -23,14 +23,14 @@ def own_server(db) -> ManagedCluster:
 
 
 def test_the_status_refresh_finds_it_out_and_calls_it_unreachable(own_server):
-    assert own_server.refresh_status() is False
+    assert targets.refresh(own_server) is False
     own_server.refresh_from_db()
     assert own_server.holds_portal_database and not own_server.reachable
     assert "the server of the portal's own database" in own_server.status_error
 
 
 def test_the_system_check_refuses_it(own_server):
-    own_server.refresh_status()
+    targets.refresh(own_server)
     assert [error.id for error in checks.portal_database_not_managed(databases=["default"])] == ["portal.E002"]
     with pytest.raises(SystemCheckError, match="DATABASE_URL points at the server of managed cluster 'mistake'"):
         call_command("check", databases=["default"])
@@ -43,7 +43,7 @@ def test_the_managed_cluster_of_the_embedded_default_is_another_server(embedded_
 
 
 def test_no_job_runs_against_it(own_server, backup_root):
-    own_server.refresh_status()
+    targets.refresh(own_server)
     policy = BackupPolicy.objects.create(name="mistake config", kind=BackupPolicy.Kind.CONFIG, cluster=own_server)
     backup = runs.create(policy, actor="tester", via="test")
     jobs.run_job(Backup, backup.pk, lambda job, reporter: pytest.fail("the work must not start"))

@@ -103,7 +103,7 @@ def test_it_makes_the_recovered_cluster_production_on_its_own_port_archiving_a_n
     assert "archive_mode = 'on'" in auto  # production's own ALTER SYSTEM settings apply again
     assert "# INC-2211: added after the base backup" in (data / "pg_hba.conf").read_text()
     assert "pg_hba.conf: production's own" in request.steps.get(name=promote.SETTINGS).log
-    state = request.verification["promote"]
+    state = request.promotion
     assert state["archived"].startswith(f"{now['timeline']:08X}")
     assert walarchive.stored(archiving.folder, state["archived"])
     assert walarchive.stored(archiving.folder, f"{now['timeline']:08X}.history")
@@ -151,7 +151,7 @@ def test_a_failure_after_the_move_puts_production_back_on_its_own_data_directory
 
     assert labels(production.target()) == {"before", "after"}  # its own data, the row after the target included
     assert server(production) == old
-    assert not Path(request.verification["promote"]["before_data"]).exists()
+    assert not Path(request.promotion["before_data"]).exists()
     assert (recovered_data / "PG_VERSION").read_text() == "14\n"  # the recovered data back where it was
     assert "recovery_target_time" in (recovered_data / "postgresql.auto.conf").read_text()
     rollback = AuditEvent.objects.get(action="recovery.promote.rollback", object_id=str(request.pk))
@@ -234,7 +234,7 @@ def test_a_worker_killed_mid_way_leaves_production_running_from_its_own_complete
     assert labels(production.target()) == {"before", "after"}, "production runs from its own data again"
     with pg.connect(production.target()) as conn:
         assert conn.execute("SELECT current_setting('data_directory')").fetchone()[0] == str(data)
-    assert not Path(request.verification["promote"]["before_data"]).exists()
+    assert not Path(request.promotion["before_data"]).exists()
     recovered = Server(Path(pitr.result_cluster.data_directory), production.os_user, production.major)
     assert recovered.pid(), "the recovered cluster runs again, as before the promotion"
     assert services.healthy(api.health_url)

@@ -74,13 +74,27 @@ def test_an_unverified_backup_chosen_is_a_form_error_with_the_reason(client, sam
     assert not RecoveryRequest.objects.exists()
 
 
-def test_a_corrupt_backup_chosen_is_a_form_error_with_the_reason(client, sample_database, good_backup, operator):
+def test_a_truncated_backup_chosen_is_a_form_error_with_the_reason(client, sample_database, good_backup, operator):
+    """The form checks the files are there with their size (cheap); reading them whole is the worker's job."""
     victim = largest_file(good_backup)
-    flip_bytes(victim, victim.stat().st_size // 2)
+    with open(victim, "r+b") as data:
+        data.truncate(victim.stat().st_size - 1)
     answer = post(client, operator, ADD, form(sample_database, backup=good_backup.pk))
     errors = answer.context["adminform"].form.errors["backup"]
-    assert errors[0].startswith(f"backup #{good_backup.pk} ({good_backup}) is corrupt: sha256 of")
+    assert errors[0].startswith(f"backup #{good_backup.pk} ({good_backup}) is corrupt: {good_backup.name} holds ")
     assert not RecoveryRequest.objects.exists()
+
+
+def test_a_flipped_byte_passes_the_form_and_is_found_by_the_recoverys_first_step(client, sample_database,
+                                                                              good_backup, operator):
+    victim = largest_file(good_backup)
+    flip_bytes(victim, victim.stat().st_size // 2)
+    post(client, operator, ADD, form(sample_database, backup=good_backup.pk, destination="beside"))
+    request = run(RecoveryRequest.objects.get())
+    assert request.status == RecoveryRequest.Status.FAILED
+    assert request.error.startswith(f"backup #{good_backup.pk} ({good_backup}) is corrupt: sha256 of")
+    first = request.steps.order_by("position").first()
+    assert (first.name, first.status) == ("Check the backup", "failed")
 
 
 def test_a_table_not_in_the_backup_is_a_form_error_that_lists_its_tables(client, sample_database, good_backup,
