@@ -143,7 +143,7 @@ def test_a_failure_after_the_move_puts_production_back_on_its_own_data_directory
     assert steps[promote.START] == RecoveryStep.Status.FAILED and steps[promote.VERIFY] == RecoveryStep.Status.SKIPPED
     assert steps[services.START_STEP] == RecoveryStep.Status.SUCCEEDED and services.healthy(api.health_url)
     start_log = request.steps.get(name=promote.START).log
-    assert f"[roll back] production's own data directory is back: {request.verification['promote']['before_data']}" \
+    assert f"[roll back] production's own data directory is back: {request.promotion['before_data']}" \
         in start_log
     assert f"[roll back] production started from {data}" in start_log
     assert "[roll back] the recovered cluster did not start again" in start_log
