@@ -129,6 +129,8 @@ class RecoveryRequest(Job):
         return self.status in (self.Status.SUCCEEDED, self.Status.FAILED, self.Status.CANCELLED, self.Status.REJECTED)
 
     def clean(self) -> None:
+        if self.cluster_id and self.cluster.scratch:
+            raise ValidationError({"cluster": f"{self.cluster} is a scratch cluster: it is never recovered."})
         if self.kind == self.Kind.PITR and not self.target_time:
             raise ValidationError({"target_time": "A point-in-time recovery needs a target time."})
         if self.kind == self.Kind.TABLE and not self.tables:
@@ -137,8 +139,6 @@ class RecoveryRequest(Job):
             raise ValidationError({"database": "Choose the database to recover."})
         if self.kind == self.Kind.DRILL and self.destination == self.Destination.REPLACE:
             raise ValidationError({"destination": "A drill never replaces production."})
-        if self.cluster_id and self.cluster.scratch:
-            raise ValidationError({"cluster": f"{self.cluster} is a scratch cluster: it is never recovered."})
 
 
 class Approval(models.Model):
