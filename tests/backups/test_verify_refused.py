@@ -2,7 +2,7 @@
 SCRATCH_CLUSTER, one not marked scratch, one that does not answer, one older than the backup's server. A refused
 verification records nothing on the backup (it is not damaged for want of a scratch cluster) but an audit event, and
 nothing is restored anywhere; a backup whose verification is due is then not taken. A scratch cluster is never a
-backup target itself, and its databases never production."""
+backup target itself (nor is its WAL archived), and its databases never production."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from django.core.management import CommandError, call_command
 from backups import verify
 from backups.models import Backup, BackupPolicy
 from backups.storage import locations
+from backups.wal import setup
 from portal import pg, scratch
 from portal.models import AuditEvent, ManagedCluster, ManagedDatabase
 from tests.backups.conftest import QuietReporter, run_now
@@ -83,7 +84,10 @@ def test_a_scratch_cluster_older_than_the_backups_server_is_refused(logical_poli
     assert backup.verification == Backup.Verification.VERIFIED
 
 
-def test_a_scratch_cluster_is_never_backed_up_and_its_databases_never_production(embedded_scratch, backup_root):
+def test_a_scratch_cluster_is_never_backed_up_and_its_databases_never_production(embedded_scratch, backup_root,
+                                                                                 tmp_path):
+    with pytest.raises(setup.ArchivingError, match="is a scratch cluster: its WAL is never archived"):
+        setup.configure(embedded_scratch, folder=tmp_path / "wal", log=lambda line: None)
     policy = BackupPolicy(name="scratch", kind=BackupPolicy.Kind.CONFIG, cluster=embedded_scratch)
     with pytest.raises(ValidationError, match="is a scratch cluster"):
         policy.full_clean()
