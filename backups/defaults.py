@@ -16,6 +16,7 @@ from backups import runs
 from backups.models import BackupPolicy
 from backups.storage import locations
 from backups.wal import status
+from portal import audit, embedded
 from portal.models import ManagedCluster, ManagedDatabase
 
 Kind = BackupPolicy.Kind
@@ -49,8 +50,14 @@ def first_runs(policies: list[BackupPolicy], actor: str) -> None:
 
 
 def protect_embedded(cluster: ManagedCluster, out: TextIO) -> None:
-    """The embedded default comes up with its default location initialised, archiving its WAL (manage.py
-    configure_archiving) and with the runbook's backup policies, each with a first backup queued."""
+    """The embedded default comes up with its scratch cluster registered (the first backups' verification restores
+    there), its default location initialised, archiving its WAL (manage.py configure_archiving) and with the
+    runbook's backup policies, each with a first backup queued."""
+    scratch = embedded.register_scratch()
+    state = "reachable" if scratch.reachable else f"UNREACHABLE: {scratch.status_error}"
+    audit.record("cluster.register", actor="system:setup", obj=scratch, target=str(scratch),
+                 details={"scratch": True, "reachable": scratch.reachable})
+    out.write(f"scratch cluster '{scratch.name}' ({scratch.host}:{scratch.port}): {state}")
     out.write(locations.initialise_default(actor="system:setup"))
     call_command("configure_archiving", cluster.name, stdout=out)
     status.take_sample(cluster.wal_archive)

@@ -84,8 +84,8 @@ def _remove_after_failure(backup: Backup, reporter: Reporter) -> None:
 
 def after_reaped(backup: Backup) -> None:
     """What a dead run left (the reaper ended its programs first): its temporary files, the files it had finished
-    under their final names, and the scratch database of a verification it was running. The audit event names what
-    went. Registered for `portal.jobs.reap_dead_jobs` by BackupsConfig.ready()."""
+    under their final names, and the scratch database of a verification it was running (on the scratch cluster).
+    The audit event names what went. Registered for `portal.jobs.reap_dead_jobs` by BackupsConfig.ready()."""
     if not backup.path:
         return
     removed = remove(backup)

@@ -3,7 +3,8 @@ take the backup of its kind into its primary location (checked first: see `backu
 when the policy says so, write its catalog manifest beside it, then what follows a good backup.
 
 A backup whose verification fails is a failed backup: nothing that fails is catalogued as good, nothing after `take`
-runs for it, and it keeps nothing under a final name (`backups.leftovers`).
+runs for it, and it keeps nothing under a final name (`backups.leftovers`). A backup whose verification is due and
+cannot happen (no scratch cluster can take its restore) is not taken: the run fails with the reason.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from backups import leftovers, retention, verify
 from backups.models import Backup
 from backups.storage import catalog_manifest, locations, offsite
-from portal import audit
+from portal import audit, scratch
 from portal.jobs import Reporter
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ def taker(kind: str) -> Take:
 def perform(backup: Backup, reporter: Reporter) -> None:
     """The work of one backup job (`portal.jobs.run_job` records its outcome)."""
     take = taker(backup.kind)
+    if backup.cluster.scratch:
+        raise BackupFailed(f"not taken: {backup.cluster} is a scratch cluster, never backed up")
     for hold in HOLDS:
         if reason := hold(backup):
             raise BackupFailed(f"not taken: {reason}")
@@ -51,6 +54,8 @@ def perform(backup: Backup, reporter: Reporter) -> None:
     except locations.LocationError as exc:
         raise BackupFailed(f"not taken: {exc}") from exc
     verify_now = backup.policy.is_verification_due()
+    if verify_now and (refused := verify.refusal(backup)):
+        raise BackupFailed(f"not taken: its verification is due and cannot happen: {refused}")
     with leftovers.removed_unless_good(backup, reporter):
         take(backup, reporter)
         if reporter.cancel.is_set():
@@ -58,10 +63,17 @@ def perform(backup: Backup, reporter: Reporter) -> None:
         if not verify_now:
             Backup.objects.filter(pk=backup.pk).update(verification=Backup.Verification.SKIPPED)
             reporter.log(f"verification skipped: the policy verifies every {backup.policy.verify_every} backups")
-        elif backup.kind in verify.VERIFIERS and not verify.verify(backup, reporter, actor=backup.triggered_by):
+        elif backup.kind in verify.VERIFIERS and not verified(backup, reporter):
             raise BackupFailed(f"verification failed: {Backup.objects.get(pk=backup.pk).verification_error}")
         reporter.log(f"catalog manifest written: {catalog_manifest.write(backup)}")
     after_success(backup, reporter)
+
+
+def verified(backup: Backup, reporter: Reporter) -> bool:
+    try:
+        return verify.verify(backup, reporter, actor=backup.triggered_by)
+    except scratch.Unavailable as exc:  # the scratch cluster went away since the run began
+        raise BackupFailed(f"verification refused: {exc}") from exc
 
 
 def after_success(backup: Backup, reporter: Reporter) -> None:

@@ -14,6 +14,10 @@ from backups.models import Backup
 from portal import pg
 from portal.jobs import Reporter
 
+# A restore onto a scratch cluster (portal/scratch.py): the roles, tablespaces and security label providers of the
+# backup's own cluster need not exist there, and a subscription restored there would name production's publisher.
+ONTO_SCRATCH = ("--no-owner", "--no-privileges", "--no-tablespaces", "--no-security-labels", "--no-subscriptions")
+
 
 class ChecksumMismatch(Exception):
     """The stored backup is not the one catalogued: it must not be restored."""

@@ -1,9 +1,11 @@
 """Verification that means restorable.
 
-A logical backup is `verified` only after its checksum matched, it was restored into a scratch database and
-every table's row count matched the counts taken in the dump's own snapshot; the scratch database is dropped
-whatever happens. An archive (configuration, application data) is verified by reading every member back and
-comparing it with the checksum manifest. The backup is leased while it is verified, so retention leaves it.
+A logical backup is `verified` only after its checksum matched, it was restored into a scratch database on the
+scratch cluster (never on the cluster it came from: `portal.scratch`) and every table's row count matched the counts
+taken in the dump's own snapshot; the scratch database is dropped whatever happens. Without a scratch cluster that
+can take it, the verification is refused (`scratch.Unavailable`): nothing is recorded on the backup but an audit
+event. An archive (configuration, application data) is verified by reading every member back and comparing it with
+the checksum manifest. The backup is leased while it is verified, so retention leaves it.
 A backup found damaged at another time (`mark_damaged`) is recorded the same way: verification `failed`.
 """
 
@@ -11,23 +13,21 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import time
 from collections.abc import Callable
 
-import psycopg
 from django.utils import timezone
-from psycopg import sql
 
 from backups import leases
 from backups.kinds import archive
 from backups.kinds.logical import connect_or_fail
-from backups.models import Backup
-from backups.restore import check_checksum, restore_logical
+from backups.models import Backup, BackupPolicy
+from backups.restore import ONTO_SCRATCH, check_checksum, restore_logical
 from backups.rowcounts import count_rows, user_tables
 from backups.storage import catalog_manifest
-from portal import audit, pg
+from portal import audit, pg, scratch
 from portal.jobs import Reporter
+from portal.models import ManagedCluster
 
 log = logging.getLogger(__name__)
 SCRATCH_PREFIX = "portal_verify_"
@@ -55,43 +55,49 @@ def restored_counts(target: pg.Target) -> dict[str, int]:
         return count_rows(conn, user_tables(conn))
 
 
-def scratch_name(backup: Backup) -> str:
-    return f"{SCRATCH_PREFIX}{backup.pk}_{secrets.token_hex(4)}"
-
-
-def drop_database(conn: psycopg.Connection, name: str) -> None:
-    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+def scratch_prefix(backup: Backup) -> str:
+    """What the names of this portal's scratch databases verifying `backup` start with."""
+    return scratch.key_prefix(SCRATCH_PREFIX, backup.pk)
 
 
 def drop_scratch_of(backup: Backup) -> list[str]:
-    """The scratch databases a dead run's verification of `backup` left behind, dropped: their names."""
-    assert backup.database is not None
-    mine = re.compile(rf"{SCRATCH_PREFIX}{backup.pk}_[0-9a-f]{{8}}")
-    with connect_or_fail(backup.database.target(), purpose="verify") as conn:
-        names = [name for (name,) in conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
-                                                  [SCRATCH_PREFIX]) if mine.fullmatch(name)]
-        for name in names:
-            drop_database(conn, name)
-    return names
+    """The scratch databases a dead run's verification of `backup` left behind, dropped from the scratch clusters:
+    their names."""
+    prefix = scratch_prefix(backup)
+    return scratch.drop_matching(prefix, re.compile(rf"{re.escape(prefix)}[0-9a-f]{{8}}"))
+
+
+def scratch_cluster_for(backup: Backup) -> ManagedCluster:
+    """The scratch cluster that verifies `backup` (a logical one), sampled now; raises scratch.Unavailable."""
+    return scratch.choose(backup.cluster, backup.server_version)
+
+
+def refusal(backup: Backup) -> str:
+    """Why `backup` could not be verified now ("" when it can): a logical backup's verification needs a scratch
+    cluster that can take it. A run checks before it takes a backup whose verification is due."""
+    if backup.kind != BackupPolicy.Kind.LOGICAL:
+        return ""
+    try:
+        scratch_cluster_for(backup)
+    except scratch.Unavailable as exc:
+        return str(exc)
+    return ""
 
 
 def verify_logical(backup: Backup, reporter: Reporter) -> str:
     assert backup.database is not None
+    cluster = scratch_cluster_for(backup)
     check_checksum(backup)
     reporter.log("verification: checksum matches")
-    source = backup.database.target()
-    scratch = source.on(scratch_name(backup))
-    create = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(scratch.dbname))
-    with connect_or_fail(source, purpose="verify") as conn:
-        conn.execute(create)
+    name = scratch.database_name(SCRATCH_PREFIX, backup.pk)
+    target = scratch.create_database(cluster, name)
     try:
-        reporter.log(f"verification: restoring into scratch database {scratch.dbname}")
-        restore_logical(backup, scratch, reporter, jobs=backup.policy.jobs)
-        counts = restored_counts(scratch)
+        reporter.log(f"verification: restoring into scratch database {name} on the scratch cluster {cluster}")
+        restore_logical(backup, target, reporter, jobs=backup.policy.jobs, extra_args=ONTO_SCRATCH)
+        counts = restored_counts(target)
     finally:
-        with connect_or_fail(source, purpose="verify") as conn:
-            drop_database(conn, scratch.dbname)
-        reporter.log(f"verification: dropped {scratch.dbname}")
+        scratch.drop_database(cluster, name)
+        reporter.log(f"verification: dropped {name}")
     differences = compare_counts(backup.manifest.get("tables", {}), counts)
     if differences:
         raise VerificationFailed("row counts differ after restore: " + "; ".join(differences))
@@ -126,16 +132,25 @@ def mark_damaged(backup: Backup, reason: str, *, found_by: str, actor: str = "sy
 
 
 def verify(backup: Backup, reporter: Reporter, *, actor: str = "system") -> bool:
-    """Verify `backup` now, holding a lease on it; record `verified` or `failed` with the reason. True if verified."""
+    """Verify `backup` now, holding a lease on it; record `verified` or `failed` with the reason. True if verified.
+    Raises scratch.Unavailable when no scratch cluster can take its restore: refused, the backup's verification as
+    it was (a backup is not damaged for want of a scratch cluster), the refusal an audit event."""
     verifier = VERIFIERS.get(backup.kind)
     if verifier is None:
         raise VerificationFailed(f"no verification for {backup.get_kind_display()} backups here")
+    before = Backup.objects.get(pk=backup.pk).verification
     Backup.objects.filter(pk=backup.pk).update(verification=Backup.Verification.VERIFYING)
     reporter.progress(note="verifying")
     started = time.monotonic()
     with leases.hold(backup, "verification"):
         try:
             summary = verifier(backup, reporter)
+        except scratch.Unavailable as exc:
+            Backup.objects.filter(pk=backup.pk).update(verification=before)
+            reporter.log(f"verification refused: {exc}")
+            audit.record("backup.verify", actor=actor, obj=backup, target=str(backup),
+                         outcome=audit.Outcome.DENIED, details={"refused": str(exc)})
+            raise
         except Exception as exc:  # any failure means "not shown restorable", with the reason
             log.info("backup %s failed verification: %s", backup.pk, exc)
             _record(backup, Backup.Verification.FAILED, str(exc) or type(exc).__name__, time.monotonic() - started)

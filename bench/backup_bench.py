@@ -7,7 +7,8 @@
 2. The worker's peak resident memory while backing up the ~1 GB sample and the ~10 MB one: flat.
 3. The portal's default against the seed's `pg_dump -Fc --compress=9`: wall time and size.
 4. The portal's verification (checksum, restore into a scratch database, row counts, drop) against raw
-   `createdb` + `pg_restore -j2` + `dropdb` of the same backup.
+   `createdb` + `pg_restore -j2` + `dropdb` of the same backup, both on the embedded scratch cluster (where
+   verification restores), pg_restore with the same options for a scratch cluster (`--no-owner`...).
 
 Runs against a portal database of its own (`bench_portal`) and a sample database `bench_paws360_<scale>`,
 built if missing (and dropped with --drop). Medians of --repeat runs, alternating the two sides.
@@ -29,16 +30,17 @@ from pathlib import Path
 import benchenv
 
 from backups.models import BackupPolicy
-from portal import embedded
+from backups.restore import ONTO_SCRATCH
+from portal import embedded, pg
 from portal.embedded import sample
-from portal.models import ManagedDatabase
+from portal.models import ManagedCluster, ManagedDatabase
 
 HERE = Path(__file__).resolve().parent
 
 
-def timed(argv: list[str], dbname: str) -> float:
+def timed(argv: list[str], dbname: str, env: dict[str, str] | None = None) -> float:
     started = time.monotonic()
-    subprocess.run(argv, env=benchenv.libpq_env(dbname), check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(argv, env=env or benchenv.libpq_env(dbname), check=True, stdout=subprocess.DEVNULL)
     return time.monotonic() - started
 
 
@@ -67,13 +69,13 @@ def raw_dump(args: list[str], dbname: str, out: Path) -> tuple[float, int]:
     return seconds, size_of(out)
 
 
-def raw_restore(path: Path, dbname: str, jobs: int) -> float:
-    scratch = "bench_raw_restore"
+def raw_restore(path: Path, scratch: ManagedCluster, jobs: int) -> float:
+    name, env = "bench_raw_restore", pg.child_env(scratch.target())
     started = time.monotonic()
-    timed([benchenv.bin_path("createdb"), "--template=template0", scratch], dbname)
-    timed([benchenv.bin_path("pg_restore"), "--exit-on-error", f"--jobs={jobs}", f"--dbname={scratch}", str(path)],
-          dbname)
-    timed([benchenv.bin_path("dropdb"), scratch], dbname)
+    timed([benchenv.bin_path("createdb"), "--template=template0", name], name, env)
+    timed([benchenv.bin_path("pg_restore"), "--exit-on-error", *ONTO_SCRATCH, f"--jobs={jobs}", f"--dbname={name}",
+           str(path)], name, env)
+    timed([benchenv.bin_path("dropdb"), name], name, env)
     return time.monotonic() - started
 
 
@@ -126,7 +128,7 @@ def main() -> None:
     args = parser.parse_args()
 
     benchenv.portal_database()
-    cluster = embedded.register()
+    cluster, scratch = embedded.register(), embedded.register_scratch()
     dbname, tiny = f"bench_paws360_{str(args.scale).replace('.', '_')}", "bench_paws360_0_02"
     for name, scale in ((dbname, args.scale), (tiny, 0.02)):
         built = benchenv.sample_database(name, scale)
@@ -170,7 +172,7 @@ def main() -> None:
         checks, raws = [], []
         for round_ in range(args.repeat):
             alternating(round_, lambda: checks.append(child(["--verify-only", str(backup["backup"])], root)),
-                        lambda: raws.append(raw_restore(Path(backup["path"]), dbname, jobs=2)))
+                        lambda: raws.append(raw_restore(Path(backup["path"]), scratch, jobs=2)))
         p_s, r_s = median([c["verify_seconds"] for c in checks]), median(raws)
         print(f"portal verification {p_s:7.2f}s (verified: {all(c['verified'] for c in checks)})  "
               f"raw restore {r_s:7.2f}s  ratio {p_s / r_s:.3f}  (portal "

@@ -4,8 +4,9 @@
 
 Builds the sample at the scale (unless it is there), takes one full logical backup through the portal's pipeline
 (directory format, 2 jobs, gzip 1: the policy defaults), then, interleaved (raw first in odd rounds, the drill
-first in even ones), `rounds` times each:
-- raw: `createdb` + `pg_restore --jobs=2 --exit-on-error` of that backup folder into a new database;
+first in even ones), `rounds` times each, both into the embedded scratch cluster (where drills restore):
+- raw: `createdb` + `pg_restore --jobs=2 --exit-on-error` (with the drill's options for a scratch cluster:
+  `--no-owner`...) of that backup folder into a new database;
 - portal: a drill (recovery/logical_drill.py) through `run_job`, as the worker runs it; its restore step (create
   the scratch database + pg_restore with progress and logging) is timed from the step's own start and end, and
   the whole drill (checksum, restore, row counts, pg_amcheck, drop) is reported beside it.
@@ -26,32 +27,34 @@ from django.conf import settings
 
 from backups import pipeline
 from backups.models import Backup, BackupPolicy
+from backups.restore import ONTO_SCRATCH
 from portal import embedded, pg
 from portal.embedded import sample
 from portal.jobs import run_job
-from portal.models import ManagedDatabase
+from portal.models import ManagedCluster, ManagedDatabase
 from recovery import logical_drill
-from recovery.models import RecoveryRequest
+from recovery.models import DrillSchedule, RecoveryRequest
 from recovery.perform import perform
 
 SAMPLE = "paws360_bench_drill"
 
 
-def raw_restore(path: Path, jobs: int) -> float:
-    target = embedded.target(f"{SAMPLE}_raw")
+def raw_restore(scratch: ManagedCluster, path: Path, jobs: int) -> float:
+    target = scratch.target(f"{SAMPLE}_raw")
     started = time.monotonic()
-    subprocess.run([pg.bin_path("createdb"), target.dbname], env=pg.child_env(target), check=True)
-    subprocess.run([pg.bin_path("pg_restore"), "--exit-on-error", f"--jobs={jobs}", f"--dbname={target.dbname}",
-                    str(path)], env=pg.child_env(target), check=True)
+    subprocess.run([pg.bin_path("createdb"), "--template=template0", target.dbname], env=pg.child_env(target),
+                   check=True)
+    subprocess.run([pg.bin_path("pg_restore"), "--exit-on-error", *ONTO_SCRATCH, f"--jobs={jobs}",
+                    f"--dbname={target.dbname}", str(path)], env=pg.child_env(target), check=True)
     took = time.monotonic() - started
     sample.drop(target)
     return took
 
 
 def drill(database: ManagedDatabase, backup: Backup) -> tuple[float, float, RecoveryRequest]:
-    request = RecoveryRequest.objects.create(kind=RecoveryRequest.Kind.DRILL, cluster=database.cluster,
-                                             database=database, backup=backup, reason="benchmark",
-                                             triggered_by="bench")
+    request = RecoveryRequest.objects.create(kind=RecoveryRequest.Kind.DRILL, drill_kind=DrillSchedule.Kind.LOGICAL,
+                                             cluster=database.cluster, database=database, backup=backup,
+                                             reason="benchmark", triggered_by="bench")
     started = time.monotonic()
     run_job(RecoveryRequest, request.pk, perform)
     total = time.monotonic() - started
@@ -82,7 +85,7 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, root: Path) -> None:
-    cluster = embedded.register()
+    cluster, scratch = embedded.register(), embedded.register_scratch()
     database = ManagedDatabase.objects.create(cluster=cluster, name=SAMPLE)
     policy = BackupPolicy.objects.create(name="bench", kind="logical", cluster=cluster, database=database)
     backup = Backup.objects.create(policy=policy, kind=policy.kind, cluster=cluster, database=database,
@@ -100,12 +103,12 @@ def run(args: argparse.Namespace, root: Path) -> None:
     raw, portal, whole = [], [], []
     for round_ in range(1, args.rounds + 1):
         if round_ % 2:  # which one goes first alternates: each inherits the other's checkpoint and archiving
-            raw.append(raw_restore(backup.local_path, policy.jobs))
+            raw.append(raw_restore(scratch, backup.local_path, policy.jobs))
         restore, total, request = drill(database, backup)
         portal.append(restore)
         whole.append(total)
         if not round_ % 2:
-            raw.append(raw_restore(backup.local_path, policy.jobs))
+            raw.append(raw_restore(scratch, backup.local_path, policy.jobs))
         steps = ", ".join(f"{s.name.split(' ')[0].lower()} {(s.finished - s.started).total_seconds():.1f}"
                           for s in request.steps.all())
         print(f"round {round_}: raw pg_restore -j{policy.jobs} {raw[-1]:.2f} s | drill restore step "

@@ -55,10 +55,11 @@ class ManagedDatabaseInline(admin.TabularInline):
 
 @admin.register(ManagedCluster)
 class ManagedClusterAdmin(AuditedAdmin):
-    list_display = ["name", "address", "status", "server_version", "recovery", "size_display", "checked_at"]
+    list_display = ["name", "address", "scratch", "status", "server_version", "recovery", "size_display",
+                    "checked_at"]
     readonly_fields = ["status", "server_version", "in_recovery", "size_display", "status_error", "checked_at"]
     fieldsets = [
-        (None, {"fields": ["name", "host", "port", "role"]}),
+        (None, {"fields": ["name", "host", "port", "role", "scratch"]}),
         ("Credentials, by reference", {"fields": ["passfile", "service"]}),
         ("Local control", {"fields": ["control", "data_directory", "os_user"]}),
         ("Status", {"fields": readonly_fields}),

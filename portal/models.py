@@ -60,6 +60,11 @@ class ManagedCluster(models.Model):
     system_identifier = models.CharField(max_length=20, blank=True, help_text="pg_control_system(): which server.")
     holds_portal_database = models.BooleanField(
         default=False, help_text="The portal's own database is on this server: the portal refuses to manage it.")
+    scratch = models.BooleanField(
+        "scratch cluster", default=False,
+        help_text="Verification restores, logical drills and single-table restores run here (SCRATCH_CLUSTER names "
+                  "the one used), never on production. Never backed up or recovered itself; its databases are never "
+                  "production.")
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -115,6 +120,11 @@ class ManagedDatabase(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}@{self.cluster.name}"
+
+    def clean(self) -> None:
+        if self.cluster_id and self.environment == self.Environment.PRODUCTION and self.cluster.scratch:
+            raise ValidationError({"environment": f"{self.cluster} is a scratch cluster: its databases are never "
+                                                  "production."})
 
     def target(self) -> pg.Target:
         return self.cluster.target(self.name)

@@ -148,6 +148,13 @@ EMBEDDED_SOCKET_DIR = VAR_DIR / "pg" / "managed" / "run"
 EMBEDDED_ADMIN_ROLE = "paws360_admin"
 # The passfile the managed cluster is registered with: the worker's own when `bin/portal up` ran as root.
 EMBEDDED_PASSFILE = str(_path("EMBEDDED_PASSFILE", Path(PGPASSFILE)))
+# --- The scratch cluster: verification restores, logical drills and single-table scratch restores run there, never
+# on the cluster the backup came from (portal/scratch.py). SCRATCH_CLUSTER names a managed cluster marked scratch; the
+# embedded default's is bin/pg-embedded `scratch` (port PORTAL_PG_PORT + 2), registered by `manage.py setup_embedded`.
+SCRATCH_CLUSTER = env("SCRATCH_CLUSTER", default="embedded-scratch")
+SCRATCH_PG_PORT = env.int("SCRATCH_PG_PORT", default=PORTAL_PG_PORT + 2)
+SCRATCH_PGDATA = VAR_DIR / "pg" / "scratch" / "data"
+SCRATCH_ADMIN_ROLE = "portal_scratch"
 SAMPLE_DATABASE = env("SAMPLE_DATABASE", default="paws360")
 SAMPLE_SCALE = env.float("SAMPLE_SCALE", default=1.0)
 

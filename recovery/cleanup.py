@@ -1,9 +1,10 @@
 """Undoing what a failed recovery left half done, so that a failure never makes things worse.
 
 The same undo runs in the worker when a procedure fails, and from the reaper (`RecoveryRequest.on_reaped`) when
-the worker died: the database the recovery was restoring into (`result_database` while it works) is dropped unless
-it has become production, production accepts connections again if a swap was under way, and the application
-services that were stopped are started again. Production itself is never dropped (`databases.drop` refuses).
+the worker died: the database the recovery was restoring into (`result_database` while it works, on the scratch
+cluster for drills and single-table recoveries: `scratch_cluster`) is dropped unless it has become production,
+production accepts connections again if a swap was under way, and the application services that were stopped are
+started again. Production itself is never dropped (`databases.drop` refuses).
 
 Each kind's undo is registered here (`register`, by RecoveryConfig.ready()); a kind without one has nothing to undo.
 Every undo of a kind runs, so each must do nothing when the run it undoes was not its own (a drill's kinds share one
@@ -20,6 +21,7 @@ from django.db.models.functions import Concat
 from django.utils import timezone
 
 from portal import audit
+from portal.models import ManagedCluster
 from recovery import databases, services
 from recovery.models import RecoveryRequest, RecoveryStep
 from recovery.steps import Steps
@@ -36,14 +38,21 @@ def register(kind: str, undo: Undo) -> None:
         UNDO[kind].append(undo)
 
 
+def working_cluster(request: RecoveryRequest) -> ManagedCluster:
+    """Where the recovery's working database is: the scratch cluster, when it restored into scratch."""
+    return request.scratch_cluster or request.cluster
+
+
 def drop_working_database(request: RecoveryRequest, say: Say) -> None:
     """Drop the database the recovery was restoring into, unless it is (now) production."""
     working = request.result_database
     if not working or (request.database is not None and working == request.database.name):
         return
-    if databases.exists(request.cluster, working):
-        databases.drop(request.cluster, working)
-        say(f"dropped {working}, which the recovery did not finish; production was not touched")
+    cluster = working_cluster(request)
+    if databases.exists(cluster, working):
+        databases.drop(cluster, working)
+        where = f" on the scratch cluster {cluster}" if cluster.scratch else ""
+        say(f"dropped {working}{where}, which the recovery did not finish; production was not touched")
 
 
 def reopen_after_swap(request: RecoveryRequest, say: Say) -> None:
@@ -100,7 +109,7 @@ def scratch_dropped(request: RecoveryRequest, steps: Steps, step_name: str) -> I
             undo_restore(request, lambda line: steps.log(step, line))
         raise
     with steps.run(step_name) as step:
-        databases.drop(request.cluster, request.result_database)
+        databases.drop(working_cluster(request), request.result_database)
         steps.log(step, f"dropped {request.result_database}")
 
 

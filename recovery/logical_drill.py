@@ -1,7 +1,8 @@
 """The logical restore drill: the runbook's "Recovery Testing", measured.
 
 The newest good logical backup of the database (or of the cluster, when the drill names no database) is restored
-into a scratch database, every table's row count compared with the backup's manifest, the scratch database checked
+into a scratch database on the scratch cluster (never on production: `portal.scratch`; refused without one that can
+take it), every table's row count compared with the backup's manifest, the scratch database checked
 with `pg_amcheck` (heap and B-tree indexes; the amcheck extension is installed there, and only there), and the
 scratch database dropped whatever happened. RTO is measured from the first step to verified, and compared with
 the runbook's 4-hour objective.
@@ -37,8 +38,8 @@ def logical_drill(request: RecoveryRequest, reporter: Reporter) -> None:
         with leases.hold(backup, f"drill:{request.pk}"):
             with steps.run(RESTORE) as step:
                 assert backup.database is not None
-                scratch = create_scratch(request, SCRATCH_PREFIX, backup.database.name, steps, step)
-                restore_into(backup, scratch, steps, step)
+                scratch = create_scratch(request, SCRATCH_PREFIX, backup, steps, step)
+                restore_into(backup, scratch, steps, step, onto_scratch=True)
             with steps.run(COUNTS) as step:
                 counts = verify_counts(backup, scratch)
                 request.verification["row_counts"] = counts

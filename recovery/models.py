@@ -58,6 +58,10 @@ class RecoveryRequest(Job):
     result_cluster = models.ForeignKey(ManagedCluster, on_delete=models.SET_NULL, null=True, blank=True,
                                        related_name="+", help_text="Point-in-time: the recovered cluster.")
     result_database = models.CharField(max_length=63, blank=True)
+    scratch_cluster = models.ForeignKey(
+        ManagedCluster, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        help_text="Drills and single-table recoveries: the scratch cluster their working database (result_database "
+                  "while they work) is on, recorded before it is made, so a clean-up finds it.")
     rto_seconds = models.FloatField(null=True, blank=True, help_text="First step to services healthy / verified.")
     rpo_seconds = models.FloatField(null=True, blank=True, help_text="Target against the newest archived change.")
     verification = models.JSONField(default=dict, blank=True)
@@ -114,6 +118,8 @@ class RecoveryRequest(Job):
             self.destination_name = self.database.name[:63 - len(suffix)] + suffix
 
     def clean(self) -> None:
+        if self.cluster_id and self.cluster.scratch:
+            raise ValidationError({"cluster": f"{self.cluster} is a scratch cluster: it is never recovered."})
         if self.kind == self.Kind.PITR and not self.target_time:
             raise ValidationError({"target_time": "A point-in-time recovery needs a target time."})
         if self.kind == self.Kind.TABLE and not self.tables:
@@ -222,6 +228,9 @@ class DrillSchedule(models.Model):
                 raise ValidationError({"cron": exc.messages}) from exc
         if self.kind == self.Kind.LOGICAL and not self.database_id:
             raise ValidationError({"database": "A logical drill restores one database: choose it."})
+        if self.cluster_id and self.cluster.scratch:
+            raise ValidationError({"cluster": f"{self.cluster} is a scratch cluster: drills restore its sources' "
+                                              "backups there, never its own."})
         if self.database_id and self.cluster_id and self.database.cluster_id != self.cluster_id:
             raise ValidationError({"database": "This database is not in the chosen cluster."})
 

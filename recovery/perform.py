@@ -14,7 +14,13 @@ Procedure = Callable[[RecoveryRequest, Reporter], None]
 PROCEDURES: dict[str, Procedure] = {}
 
 
+class ScratchClusterRefused(Exception):
+    """The request names a scratch cluster: restores that only prove something run there; it is never recovered."""
+
+
 def perform(request: RecoveryRequest, reporter: Reporter) -> None:
+    if request.cluster.scratch:
+        raise ScratchClusterRefused(f"{request.cluster} is a scratch cluster: it is never recovered")
     consume_approval(request)
     procedure = PROCEDURES.get(request.kind)
     if procedure is None:

@@ -1,17 +1,18 @@
 """What the logical recoveries share: the backup they restore (checked, recorded on the request, its RPO), the
-database they restore into (recorded on the request, so a clean-up finds it), and the restore itself as a step: the
-pg_restore process named in the step's log, its progress on the bar (items of the archive's table of contents
-restored, against how many there are), its errors kept."""
+database they restore into (recorded on the request, so a clean-up finds it: for drills and single-table recoveries,
+a scratch database on the scratch cluster, never on production), and the restore itself as a step: the pg_restore
+process named in the step's log, its progress on the bar (items of the archive's table of contents restored, against
+how many there are), its errors kept."""
 
 from __future__ import annotations
 
 import re
 
 from backups.models import Backup
-from backups.restore import restore_logical
+from backups.restore import ONTO_SCRATCH, restore_logical
 from backups.verify import compare_counts, restored_counts
-from portal import pg
-from recovery import choose, databases, objectives
+from portal import pg, scratch
+from recovery import choose, objectives
 from recovery.models import RecoveryRequest, RecoveryStep
 from recovery.steps import Steps
 
@@ -40,14 +41,19 @@ def checked_backup(request: RecoveryRequest, steps: Steps, step: RecoveryStep, *
     return backup
 
 
-def create_scratch(request: RecoveryRequest, prefix: str, model: str, steps: Steps, step: RecoveryStep) -> pg.Target:
-    """A new database for the recovery to work in, like `model`; recorded on the request before it is used."""
-    name = databases.derived_name(f"{prefix}{request.pk}", databases.stamp())
-    databases.create_like(request.cluster, name, model)
-    request.result_database = name
-    request.save(update_fields=["result_database"])
-    steps.log(step, f"created scratch database {name}")
-    return request.cluster.target(name)
+def create_scratch(request: RecoveryRequest, prefix: str, backup: Backup, steps: Steps,
+                   step: RecoveryStep) -> pg.Target:
+    """A new, empty database for the recovery to work in, on the scratch cluster (never on the cluster `backup`
+    came from); the cluster and the name recorded on the request before it is made. Raises scratch.Unavailable
+    when no scratch cluster can take the restore."""
+    cluster = scratch.choose(backup.cluster, backup.server_version)
+    name = scratch.database_name(prefix, request.pk)
+    request.scratch_cluster, request.result_database = cluster, name
+    request.save(update_fields=["scratch_cluster", "result_database"])
+    target = scratch.create_database(cluster, name)
+    steps.log(step, f"created scratch database {name} on the scratch cluster {cluster} "
+                    f"(PostgreSQL {cluster.server_version})")
+    return target
 
 
 def toc(backup: Backup) -> list[str]:
@@ -67,9 +73,11 @@ def work_items(backup: Backup) -> int:
 
 
 def restore_into(backup: Backup, target: pg.Target, steps: Steps, step: RecoveryStep, *,
-                 extra_args: tuple[str, ...] = (), jobs: int | None = None) -> None:
-    """Restore `backup` (its checksum already checked) into the existing database `target`."""
+                 extra_args: tuple[str, ...] = (), jobs: int | None = None, onto_scratch: bool = False) -> None:
+    """Restore `backup` (its checksum already checked) into the existing database `target`; `extra_args` select
+    part of it; `onto_scratch`: `target` is on a scratch cluster, without the roles of the backup's own."""
     total = work_items(backup) if not extra_args else 0
+    extra_args = (*ONTO_SCRATCH, *extra_args) if onto_scratch else extra_args
     done = 0
 
     def on_line(line: str) -> None:

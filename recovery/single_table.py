@@ -4,10 +4,12 @@ The seed's `pg_restore --table=paws360.students --data-only` into an empty datab
 name, and data needs a table to go into), and its `--column-inserts` replay duplicates rows. Here:
 
 1. the tables must be in the backup (the error lists the tables it has);
-2. a scratch database gets the schema's definitions (`--section=pre-data -n <schema>`: the table, and the types
+2. a scratch database on the scratch cluster (never on production: `portal.scratch`; refused without one that can
+   take it) gets the schema's definitions (`--section=pre-data -n <schema>`: the table, and the types
    and sequences it may use) and then the table's rows (`--section=data -n <schema> -t <table>`); its row count
    must match the backup's manifest;
-3. on one connection to production, in one transaction: the rows are streamed into a temporary table, production
+3. on one connection to production, in one transaction: the rows are streamed from the scratch database (a second
+   connection) into a temporary table, production
    is locked against writers, the difference by primary key is recorded (rows only in the backup, only in
    production, differing: counts and sample keys), the merge policy applied (recovery/merge.py), the counts
    checked, and only then committed. Any error, a violated constraint included, rolls everything back;
@@ -82,15 +84,17 @@ def restore_scratch(request: RecoveryRequest, backup: Backup, tables: list[Table
                     step: RecoveryStep) -> pg.Target:
     """The schemas' definitions, then only the tables' rows, each table counted against the manifest."""
     assert request.database is not None
-    scratch = create_scratch(request, SCRATCH_PREFIX, request.database.name, steps, step)
+    scratch = create_scratch(request, SCRATCH_PREFIX, backup, steps, step)
     schemas = sorted({t.schema for t in tables})
     with pg.connect(scratch, purpose="recovery-scratch") as conn:
         for schema in schemas:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
     namespaces = tuple(f"--schema={schema}" for schema in schemas)
-    restore_into(backup, scratch, steps, step, extra_args=("--section=pre-data", *namespaces), jobs=1)
+    restore_into(backup, scratch, steps, step, extra_args=("--section=pre-data", *namespaces), jobs=1,
+                 onto_scratch=True)
     only = tuple(f"--table={t.name}" for t in tables)
-    restore_into(backup, scratch, steps, step, extra_args=("--section=data", *namespaces, *only), jobs=1)
+    restore_into(backup, scratch, steps, step, extra_args=("--section=data", *namespaces, *only), jobs=1,
+                 onto_scratch=True)
     with pg.connect(scratch, purpose="recovery-scratch", statement_timeout_ms=0) as conn:
         for table in tables:
             rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table.ident)).fetchone()[0]

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from django.core.exceptions import ValidationError
 
 from backups.models import BackupPolicy
+from portal import scratch
 from recovery import choose, databases
 from recovery.models import RecoveryRequest
 
@@ -61,6 +62,17 @@ def backup_can_serve(request: RecoveryRequest) -> None:
                                         full=False)  # the whole sha256 is the worker's first step
     except choose.Unusable as exc:
         raise ValidationError({"backup": str(exc)}) from exc
+
+
+@register(Kind.TABLE, Kind.DRILL)
+def scratch_cluster_can_serve(request: RecoveryRequest) -> None:
+    """A single-table recovery and a logical drill restore into the scratch cluster: one must be able to take the
+    backup (from its last sampled status; the run samples it again)."""
+    backup = request.backup
+    if backup is None or backup.kind != BackupPolicy.Kind.LOGICAL:
+        return  # no backup can serve (its own check says so), or a point-in-time drill: no scratch database
+    if reason := scratch.refusal(scratch.named(), backup.cluster, backup.server_version):
+        raise ValidationError({"backup": f"refused: {reason}"})
 
 
 @register(Kind.TABLE)

@@ -77,10 +77,19 @@ def scratch_cluster() -> Iterator[ScratchCluster]:
 
 
 @pytest.fixture
-def backup_root(db, tmp_path: Path, settings, monkeypatch) -> Path:
+def embedded_scratch(db) -> ManagedCluster:
+    """The embedded scratch cluster (bin/pg-embedded `scratch`, running for the whole session), registered under the
+    name the test settings give SCRATCH_CLUSTER: where verification restores, drills and single-table restores run.
+    One cluster for every test: its databases are named per portal and per job, and dropped by whoever made them."""
+    return embedded.register_scratch()
+
+
+@pytest.fixture
+def backup_root(db, embedded_scratch, tmp_path: Path, settings, monkeypatch) -> Path:
     """BACKUP_ROOT for this test, here and in any worker it starts (the default `local` location's folder),
-    initialised as `manage.py setup_embedded` does. The default location is made first, as its migration does,
-    since a transactional test before this one may have flushed it away."""
+    initialised as `manage.py setup_embedded` does, with the scratch cluster registered (logical backups are
+    verified there). The default location is made first, as its migration does, since a transactional test before
+    this one may have flushed it away."""
     root = tmp_path / "backups"
     root.mkdir()
     settings.BACKUP_ROOT = root

@@ -13,3 +13,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast log
 # The suite's log (its workers' too: they inherit DJANGO_SETTINGS_MODULE), apart from a running portal's.
 LOG_FILE = Path(env("PORTAL_LOG_FILE", default=str(VAR_DIR / "log" / "tests.log")))  # noqa: F405
 LOGGING = logging_config(LOG_FILE, "INFO")  # noqa: F405
+
+# The scratch cluster verification restores, drills and single-table restores run on: the embedded one
+# (bin/pg-embedded `scratch`), registered by the `embedded_scratch` fixture (tests/conftest.py).
+SCRATCH_CLUSTER = "embedded-scratch"

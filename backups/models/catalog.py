@@ -171,6 +171,9 @@ class BackupPolicy(models.Model):
             raise ValidationError({"database": "A full logical backup needs the database to dump."})
         if self.database_id and self.cluster_id and self.database.cluster_id != self.cluster_id:
             raise ValidationError({"database": "This database is not in the chosen cluster."})
+        if self.cluster_id and self.cluster.scratch:
+            raise ValidationError({"cluster": f"{self.cluster} is a scratch cluster: restores that only prove "
+                                              "something run there, and it is never backed up."})
 
     def apply_defaults(self) -> None:
         """Empty schedule and retention take the runbook's values for the kind."""

@@ -106,7 +106,10 @@ def configure(
     actor: audit.Actor = "system:setup",
     log=print,
 ) -> WalArchive:
-    """Configure archiving on `cluster` into `folder` and prove it. Idempotent."""
+    """Configure archiving on `cluster` into `folder` and prove it. Idempotent. Never on a scratch cluster: its WAL
+    is never archived."""
+    if cluster.scratch:
+        raise ArchivingError(f"{cluster} is a scratch cluster: its WAL is never archived, and it is never backed up")
     facts = server_facts(cluster)
     existing = WalArchive.objects.filter(cluster=cluster).first()
     folder = Path(folder or (existing.path if existing else settings.WAL_ARCHIVE_ROOT / cluster.name))

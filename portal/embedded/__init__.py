@@ -1,11 +1,13 @@
 """The embedded default: the project-local clusters started by `bin/pg-embedded` — the portal's own (its
-database) and the managed one (the sample PAWS360 database) — and the registration of the managed one."""
+database), the managed one (the sample PAWS360 database) and the scratch one (where verification restores, logical
+drills and single-table restores run: `portal.scratch`) — and the registration of the managed and scratch ones."""
 
 from __future__ import annotations
 
 import os
 import pwd
 from collections.abc import Callable
+from pathlib import Path
 from typing import TextIO
 
 from django.conf import settings
@@ -14,6 +16,7 @@ from portal import pg, targets
 from portal.models import ManagedCluster, ManagedDatabase
 
 CLUSTER_NAME = "embedded"
+SCRATCH_NAME = "embedded-scratch"  # SCRATCH_CLUSTER's default
 SetupStep = Callable[[ManagedCluster, TextIO], None]  # the cluster, and where to say what was done
 
 # What the apps set up on the embedded default's managed cluster once it is registered (`manage.py setup_embedded`),
@@ -40,23 +43,31 @@ def target(dbname: str = "postgres") -> pg.Target:
 
 def register() -> ManagedCluster:
     """Register (or update) the managed cluster and the sample database as managed targets."""
-    cluster, _ = ManagedCluster.objects.update_or_create(
-        name=CLUSTER_NAME,
-        defaults={
-            "host": "127.0.0.1",
-            "port": settings.EMBEDDED_PG_PORT,
-            "role": settings.EMBEDDED_ADMIN_ROLE,
-            "passfile": settings.EMBEDDED_PASSFILE,
-            "control": ManagedCluster.Control.PG_CTL,
-            "data_directory": str(settings.EMBEDDED_PGDATA),
-            "os_user": cluster_os_user(),
-        },
-    )
+    cluster = _register_local(CLUSTER_NAME, settings.EMBEDDED_PG_PORT, settings.EMBEDDED_ADMIN_ROLE,
+                              settings.EMBEDDED_PGDATA, scratch=False)
     ManagedDatabase.objects.get_or_create(
         cluster=cluster, name=settings.SAMPLE_DATABASE,
         defaults={"environment": ManagedDatabase.Environment.PRODUCTION},
     )
     targets.refresh(cluster)
+    return cluster
+
+
+def register_scratch() -> ManagedCluster:
+    """Register (or update) the embedded scratch cluster as a managed cluster marked scratch; its status sampled."""
+    cluster = _register_local(SCRATCH_NAME, settings.SCRATCH_PG_PORT, settings.SCRATCH_ADMIN_ROLE,
+                              settings.SCRATCH_PGDATA, scratch=True)
+    cluster.refresh_status()
+    return cluster
+
+
+def _register_local(name: str, port: int, role: str, data: Path, *, scratch: bool) -> ManagedCluster:
+    """One of bin/pg-embedded's clusters as a managed cluster the portal controls with pg_ctl."""
+    cluster, _ = ManagedCluster.objects.update_or_create(name=name, defaults={
+        "host": "127.0.0.1", "port": port, "role": role, "passfile": settings.EMBEDDED_PASSFILE,
+        "control": ManagedCluster.Control.PG_CTL, "data_directory": str(data), "os_user": cluster_os_user(),
+        "scratch": scratch,
+    })
     return cluster
 
 

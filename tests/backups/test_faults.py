@@ -82,8 +82,8 @@ def test_a_killed_pg_dump_fails_the_backup_and_leaves_nothing(each_format, sampl
 
 
 @pytest.fixture
-def tiny_root(tmp_path: Path, settings, monkeypatch):
-    """BACKUP_ROOT on a real 1 MB tmpfs."""
+def tiny_root(embedded_scratch, tmp_path: Path, settings, monkeypatch):
+    """BACKUP_ROOT on a real 1 MB tmpfs (and the scratch cluster registered, as `backup_root` does)."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     mount = tmp_path / "tiny"
@@ -167,7 +167,7 @@ def test_flipped_bytes_fail_verification_on_the_checksum_and_a_restore_refuses(e
         assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'paws360'").fetchone()[0] == 0
 
 
-def test_a_truncated_dump_that_pg_restore_list_accepts_fails_verification(each_format):
+def test_a_truncated_dump_that_pg_restore_list_accepts_fails_verification(each_format, embedded_scratch):
     backup = run_now(each_format)
     victim = largest_file(backup)
     with open(victim, "r+b") as file:
@@ -184,6 +184,6 @@ def test_a_truncated_dump_that_pg_restore_list_accepts_fails_verification(each_f
     assert backup.verification == Backup.Verification.FAILED
     assert "pg_restore" in backup.verification_error or "row counts differ" in backup.verification_error
     assert not list(Path(backup.policy.primary_root()).rglob(".partial-*"))
-    with pg.connect(each_format.database.target()) as conn:  # the scratch database was dropped
-        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE %s",
-                            [f"{verify.SCRATCH_PREFIX}{backup.pk}_%"]).fetchone()[0] == 0
+    with pg.connect(embedded_scratch.target()) as conn:  # the scratch database was dropped
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE starts_with(datname, %s)",
+                            [verify.scratch_prefix(backup)]).fetchone()[0] == 0

@@ -16,6 +16,7 @@ from django.db import connection
 from backups import verify
 from backups.models import Backup, BackupCopy, BackupPolicy, StorageLocation, WalArchive
 from backups.storage import backends, catalog_manifest, locations, offsite
+from portal import embedded
 from portal.models import AuditEvent, ManagedCluster, ManagedDatabase
 from tests.backups.conftest import QuietReporter, local_location, run_now
 from tests.backups.test_catalog_manifest import flip_byte
@@ -94,6 +95,7 @@ def test_the_catalog_is_rebuilt_equal_to_what_was_there_and_a_restore_works(two_
     assert new.pk > max(b.pk for b in two_backups)  # the id sequence moved past the old ids
     new.delete()
 
+    embedded.register_scratch()  # the lost catalog lost its registration too: `manage.py setup_embedded` again
     restored = Backup.objects.get(pk=two_backups[0].pk)
     assert verify.verify(restored, QuietReporter(restored), actor="test"), restored.verification_error
     restored.refresh_from_db()

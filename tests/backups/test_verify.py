@@ -16,15 +16,15 @@ from tests.backups.conftest import QuietReporter, in_thread, run_now
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_backup_is_leased_while_it_is_verified_and_released_after(logical_policy):
+def test_a_backup_is_leased_while_it_is_verified_and_released_after(logical_policy, embedded_scratch):
     backup = run_now(logical_policy)
     seen_leased = []
     worker = threading.Thread(target=in_thread(verify.verify), args=(backup, QuietReporter(backup)))
-    with pg.connect(logical_policy.database.target()) as conn:
+    with pg.connect(embedded_scratch.target()) as conn:
         worker.start()
         while worker.is_alive():  # the scratch database exists while the restore and the counts run
-            scratch = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE %s",
-                                   [f"{verify.SCRATCH_PREFIX}{backup.pk}_%"]).fetchone()[0]
+            scratch = conn.execute("SELECT count(*) FROM pg_database WHERE starts_with(datname, %s)",
+                                   [verify.scratch_prefix(backup)]).fetchone()[0]
             if scratch:
                 seen_leased.append(leases.is_leased(backup))
     worker.join()

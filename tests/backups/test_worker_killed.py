@@ -1,7 +1,7 @@
 """The worker killed (SIGKILL) mid-backup: the programs it started lead sessions of their own and outlive it,
 still writing. The reaper fails the backup, ends them and removes what they had done: the dump's temporary folder,
 the files already under their final names (the globals, a dump being verified), the verification's scratch
-database. A failed run keeps no file."""
+database on the scratch cluster. A failed run keeps no file."""
 
 from __future__ import annotations
 
@@ -62,29 +62,32 @@ def test_a_worker_killed_mid_dump_leaves_no_program_running_and_no_partial_file(
             [f".partial-{backup.name}", globals_file])
 
 
-def scratch_databases(database) -> list[str]:
-    with pg.connect(database.target()) as conn:
+def scratch_databases(cluster, prefix: str = verify.SCRATCH_PREFIX) -> list[str]:
+    with pg.connect(cluster.target()) as conn:
         return [name for (name,) in conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
-                                                 [verify.SCRATCH_PREFIX])]
+                                                 [prefix])]
 
 
-def test_a_worker_killed_mid_verification_leaves_no_scratch_database(larger_sample, backup_root, qcluster):
+def test_a_worker_killed_mid_verification_leaves_no_scratch_database(larger_sample, embedded_scratch, backup_root,
+                                                                     qcluster):
     policy = BackupPolicy.objects.create(name="paws360 full", kind="logical", cluster=larger_sample.cluster,
                                          database=larger_sample)
     backup = runs.queue(policy, actor="tester", via="test")
-    (scratch,) = wait_for(lambda: scratch_databases(larger_sample), timeout=120, interval=0.05,
-                          message="the verification's scratch database")
+    mine = verify.scratch_prefix(backup)
+    (scratch,) = wait_for(lambda: scratch_databases(embedded_scratch, mine), timeout=120, interval=0.05,
+                          message="the verification's scratch database on the scratch cluster")
     backup.refresh_from_db()
     os.kill(backup.worker_pid, signal.SIGKILL)  # pg_restore into the scratch database takes seconds here
     wait_for(lambda: jobs.process_start_ticks(backup.worker_pid) is None, message="the worker to be gone")
-    assert scratch_databases(larger_sample) == [scratch], "the dead verification's scratch database is left"
+    assert scratch_databases(embedded_scratch, mine) == [scratch], "the dead verification's scratch database is left"
+    assert scratch_databases(larger_sample.cluster) == [], "nothing of the verification is on production"
     finished = [backup.name, dump.globals_name(backup)]
     assert (backup.local_path / "toc.dat").is_file() and backup.local_path.with_name(finished[1]).is_file(), \
         "the dump being verified and its globals are under their final names"
 
     assert jobs.reap_dead_jobs() == 1
 
-    assert scratch_databases(larger_sample) == []
+    assert scratch_databases(embedded_scratch, mine) == [], "the reaper dropped it from the scratch cluster"
     assert stored(backup_root) == [] and leftovers(backup_root) == [], "the failed run keeps no file"
     backup.refresh_from_db()
     assert backup.status == Backup.Status.FAILED and backup.verification != Backup.Verification.VERIFIED

@@ -24,7 +24,7 @@ SCALE = 2  # about 135 MB: at gzip level 9, pg_dump writes for several seconds
 
 
 @pytest.fixture
-def backup_root(tmp_path: Path, settings, monkeypatch) -> Path:
+def backup_root(embedded_scratch, tmp_path: Path, settings, monkeypatch) -> Path:
     root = tmp_path / "backups"
     root.mkdir()
     settings.BACKUP_ROOT = root

@@ -3,6 +3,7 @@ the same instance through the settings `up` kept. Then `bin/portal down` stops a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -21,17 +22,18 @@ PROJECT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def free_port_pair() -> int:
-    """A port whose next one is free too (the portal's cluster and the managed one)."""
+def free_port_run(length: int = 3) -> int:
+    """A port whose next ones are free too (the portal's cluster, the managed one and the scratch one)."""
     for _ in range(50):
         base = free_port()
-        with socket.socket() as sock:
+        with contextlib.ExitStack() as held:
             try:
-                sock.bind(("127.0.0.1", base + 1))
+                for port in range(base + 1, base + length):
+                    held.enter_context(socket.socket()).bind(("127.0.0.1", port))
             except OSError:
                 continue
             return base
-    raise RuntimeError("no two consecutive free ports")
+    raise RuntimeError(f"no {length} consecutive free ports")
 
 
 @pytest.fixture
@@ -45,7 +47,7 @@ def instance() -> Iterator[dict[str, str]]:
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("PORTAL_", "DJANGO_", "PG", "TEST_DATABASE"))
             and k not in ("DATABASE_URL", "BACKUP_ROOT", "EMBEDDED_PASSFILE")}
     env = {**keep, "PORTAL_ENV_FILE": str(folder / "portal.env"), "PORTAL_VAR": str(folder / "var"),
-           "PORTAL_PG_PORT": str(free_port_pair()), "PORTAL_HTTP_PORT": str(free_port()), "SAMPLE_SCALE": "0.02"}
+           "PORTAL_PG_PORT": str(free_port_run()), "PORTAL_HTTP_PORT": str(free_port()), "SAMPLE_SCALE": "0.02"}
     try:
         yield env
     finally:
@@ -72,8 +74,11 @@ def test_portal_up_as_root_runs_nothing_as_root_and_down_stops_it_all(instance):
     assert users_of(web) == {"paws360-web"}
     assert users_of(worker) == {"postgres"}
     postmasters = [int((var / "pg" / name / "data" / "postmaster.pid").read_text().split()[0])
-                   for name in ("portal", "managed")]
+                   for name in ("portal", "managed", "scratch")]
     assert all(users_of(pid) == {"postgres"} for pid in postmasters)
+    base = int(instance["PORTAL_PG_PORT"])
+    assert f"scratch cluster 'embedded-scratch' (127.0.0.1:{base + 2}): reachable" in up.stdout, \
+        "registered as the scratch cluster, and the worker's passfile reaches it"
 
     page = urllib.request.urlopen(f"http://127.0.0.1:{instance['PORTAL_HTTP_PORT']}/admin/login/", timeout=30)
     assert page.status == 200
@@ -87,9 +92,9 @@ def test_portal_up_as_root_runs_nothing_as_root_and_down_stops_it_all(instance):
     # A later command given nothing but where the settings are talks to the same instance.
     later = {k: v for k, v in instance.items() if k not in ("PORTAL_PG_PORT", "PORTAL_HTTP_PORT", "PORTAL_VAR")}
     status = portal(later, "status")
-    base = int(instance["PORTAL_PG_PORT"])
     assert f"portal: running on 127.0.0.1:{base}" in status.stdout
     assert f"managed: running on 127.0.0.1:{base + 1}" in status.stdout
+    assert f"scratch: running on 127.0.0.1:{base + 2}" in status.stdout
     assert f"web server on http://127.0.0.1:{instance['PORTAL_HTTP_PORT']}/" in status.stdout
 
     down = portal(later, "down")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from portal import scratch
 from recovery import single_table
 from recovery.models import RecoveryRequest, RecoveryStep
 from tests.recovery.conftest import database_names, query, run, submit
@@ -30,10 +31,14 @@ def recover(database, requester, approver, policy: str, tables=("paws360.student
     return run(request)
 
 
-def no_scratch_left(database) -> bool:
-    rows = query(database.cluster.target(), "SELECT count(*) FROM pg_database WHERE datname LIKE %s",
-                 [f"{single_table.SCRATCH_PREFIX}%"])
-    return rows == [(0,)]
+def no_scratch_left(request: RecoveryRequest) -> bool:
+    """No scratch database of the recovery on the scratch cluster, and none of any single-table recovery on
+    production's cluster."""
+    assert request.database is not None
+    places = [(request.database.cluster, single_table.SCRATCH_PREFIX),
+              (scratch.named(), scratch.key_prefix(single_table.SCRATCH_PREFIX, request.pk))]
+    return all(query(cluster.target(), "SELECT count(*) FROM pg_database WHERE starts_with(datname, %s)",
+                     [prefix]) == [(0,)] for cluster, prefix in places)
 
 
 def test_deleted_students_are_back_without_duplicates(sample_database, good_backup, operator, dba):
@@ -51,7 +56,9 @@ def test_deleted_students_are_back_without_duplicates(sample_database, good_back
     assert result["preview"]["samples"]["only_in_backup"] == ["1", "2", "3", "4", "5"]
     assert result["preview"]["only_in_production"] == result["preview"]["differing"] == 0
     assert result["after"]["only_in_backup"] == 0
-    assert no_scratch_left(sample_database)
+    assert request.scratch_cluster == scratch.named(), "restored into scratch beside production, merged over"
+    assert f"on the scratch cluster {scratch.named()}" in request.steps.get(name=single_table.SCRATCH).log
+    assert no_scratch_left(request)
     assert request.verification["rto"]["measured"] == "from the first step to the merge committed and checked"
     assert {s.status for s in request.steps.all()} == {RecoveryStep.Status.SUCCEEDED}
 
@@ -72,7 +79,7 @@ def test_the_new_table_policy_creates_students_restored_with_the_backups_rows(sa
     assert restored == backed_up
     assert students(sample_database) == damaged, "production's table is untouched"
     assert request.verification["tables"]["paws360.students"]["preview"]["only_in_backup"] == 3
-    assert no_scratch_left(sample_database)
+    assert no_scratch_left(request)
 
 
 def test_replace_rows_makes_the_table_the_backups(sample_database, good_backup, operator, dba):
@@ -101,7 +108,7 @@ def test_a_table_that_is_not_in_the_backup_is_an_error_that_lists_its_tables(sam
     assert request.error == (f"paws360.grades is not in backup #{good_backup.pk}; it has: audit.audit_log, "
                              "paws360.courses, paws360.enrollments, paws360.notifications, paws360.sessions, "
                              "paws360.students, paws360.users")
-    assert no_scratch_left(sample_database)
+    assert no_scratch_left(request)
 
 
 def test_a_merge_that_violates_a_foreign_key_rolls_back(sample_database, good_backup, operator, dba):
@@ -124,7 +131,7 @@ def test_a_merge_that_violates_a_foreign_key_rolls_back(sample_database, good_ba
     assert steps[single_table.COMPARE] == RecoveryStep.Status.SUCCEEDED
     assert steps[single_table.MERGE] == RecoveryStep.Status.FAILED
     assert steps[single_table.DROP] == RecoveryStep.Status.SUCCEEDED
-    assert no_scratch_left(sample_database)
+    assert request.scratch_cluster == scratch.named() and no_scratch_left(request), "dropped from the scratch cluster"
     assert database_names(sample_database) == {sample_database.name}
 
 
@@ -141,4 +148,4 @@ def test_a_merge_that_violates_a_unique_constraint_rolls_back(sample_database, g
     assert request.status == RecoveryRequest.Status.FAILED
     assert "duplicate key value violates unique constraint" in request.error
     assert students(sample_database) == before
-    assert no_scratch_left(sample_database)
+    assert no_scratch_left(request)

@@ -10,11 +10,13 @@ from django.core.management.base import BaseCommand, CommandError
 
 from backups import verify
 from backups.models import Backup
+from portal import scratch
 from portal.jobs import reporting
 
 
 class Command(BaseCommand):
-    help = "Verify a backup now by restoring it into a scratch database and comparing row counts."
+    help = ("Verify a backup now by restoring it into a scratch database on the scratch cluster and comparing row "
+            "counts.")
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("backup", type=int, help="the backup's id")
@@ -23,8 +25,11 @@ class Command(BaseCommand):
         chosen = Backup.objects.filter(pk=backup, status=Backup.Status.SUCCEEDED, expired_at=None).first()
         if chosen is None:
             raise CommandError(f"no good backup #{backup} in the catalogue")
-        with reporting(chosen) as reporter:
-            verified = verify.verify(chosen, reporter, actor=f"cli:{getpass.getuser()}")
+        try:
+            with reporting(chosen) as reporter:
+                verified = verify.verify(chosen, reporter, actor=f"cli:{getpass.getuser()}")
+        except scratch.Unavailable as exc:
+            raise CommandError(f"backup #{chosen.pk} not verified: refused: {exc}") from exc
         chosen.refresh_from_db()
         if not verified:
             raise CommandError(f"backup #{chosen.pk} failed verification: {chosen.verification_error}")

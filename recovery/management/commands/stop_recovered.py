@@ -44,7 +44,8 @@ class Command(BaseCommand):
             self.stdout.write(f"stopped the recovered cluster {cluster.name} ({cluster.data})")
         recovered = str(Path(settings.RECOVERY_ROOT)) + "/"
         others = ManagedCluster.objects.filter(control=ManagedCluster.Control.PG_CTL).exclude(
-            data_directory__startswith=recovered).exclude(data_directory=str(settings.EMBEDDED_PGDATA))
+            data_directory__startswith=recovered).exclude(
+            data_directory__in=[str(settings.EMBEDDED_PGDATA), str(settings.SCRATCH_PGDATA)])  # bin/pg-embedded's
         for other in others:
             self.stdout.write(f"left alone: {other.name} ({other.data_directory}): not started by the portal")
         if failed:
