@@ -19,7 +19,7 @@ import secrets
 from django.conf import settings
 from psycopg import sql
 
-from portal import instance, pg
+from portal import instance, pg, targets
 from portal.models import ManagedCluster, ManagedDatabase
 
 PROTECTED = frozenset({"postgres", "template0", "template1"})
@@ -71,7 +71,7 @@ def choose(source: ManagedCluster, server_version: str) -> ManagedCluster:
     source's major version when not recorded), its status sampled now; raises Unavailable with the reason."""
     cluster = named()
     if cluster is not None and cluster.scratch:
-        cluster.refresh_status()
+        targets.refresh(cluster)
     if reason := refusal(cluster, source, server_version):
         raise Unavailable(reason)
     assert cluster is not None

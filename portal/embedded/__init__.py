@@ -57,7 +57,7 @@ def register_scratch() -> ManagedCluster:
     """Register (or update) the embedded scratch cluster as a managed cluster marked scratch; its status sampled."""
     cluster = _register_local(SCRATCH_NAME, settings.SCRATCH_PG_PORT, settings.SCRATCH_ADMIN_ROLE,
                               settings.SCRATCH_PGDATA, scratch=True)
-    cluster.refresh_status()
+    targets.refresh(cluster)
     return cluster
 
 

@@ -16,7 +16,7 @@ def move_journal(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('recovery', '0003_promote_recovered_cluster'),
+        ('recovery', '0004_recoveryrequest_scratch_cluster'),
     ]
 
     operations = [
