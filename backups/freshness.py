@@ -1,8 +1,9 @@
 """The runbook's backup monitoring, from the catalog: is each scheduled policy's newest backup recent and good?
 
 The seed's script counted `*.sql` files younger than a day. Here a policy fails the check when its newest run
-failed, its newest good backup failed verification, or two of its scheduled runs passed without a good backup;
-the detail also gives what the policy keeps and its size (the seed's "backup directory size").
+failed, its newest good backup failed verification or could not be verified (no scratch cluster), or two of its
+scheduled runs passed without a good backup; the detail also gives what the policy keeps and its size (the seed's
+"backup directory size").
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from backups.models import Backup, BackupPolicy
+from backups.verify import REFUSED
 from portal import schedules
 from portal.templatetags.portal_format import size
 
@@ -32,6 +34,8 @@ def state(policy: BackupPolicy) -> tuple[bool, str]:
         return False, f"the newest run, #{newest_run.pk}, {newest_run.status}: {newest_run.error[:300]}"
     if newest_good is not None and newest_good.verification == Backup.Verification.FAILED:
         return False, f"the newest backup, #{newest_good.pk}, failed verification"
+    if newest_good is not None and newest_good.verification_error.startswith(REFUSED):
+        return False, f"the newest backup, #{newest_good.pk}, is kept but {newest_good.verification_error}"
     if schedules.missed_twice(policy.schedule, newest_good.created if newest_good else policy.created):
         since = f"since {newest_good.created:%Y-%m-%d %H:%M} UTC" if newest_good else "yet"
         return False, f"no good backup {since}: two scheduled runs ({policy.schedule}) passed without one"

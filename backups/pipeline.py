@@ -54,8 +54,6 @@ def perform(backup: Backup, reporter: Reporter) -> None:
     except locations.LocationError as exc:
         raise BackupFailed(f"not taken: {exc}") from exc
     verify_now = backup.policy.is_verification_due()
-    if verify_now and (refused := verify.refusal(backup)):
-        raise BackupFailed(f"not taken: its verification is due and cannot happen: {refused}")
     with leftovers.removed_unless_good(backup, reporter):
         take(backup, reporter)
         if reporter.cancel.is_set():
@@ -70,10 +68,17 @@ def perform(backup: Backup, reporter: Reporter) -> None:
 
 
 def verified(backup: Backup, reporter: Reporter) -> bool:
+    """Verified, or could not be verified now (no scratch cluster can take the restore): a backup that cannot be
+    proven restorable is still better than none, so it is kept, not verified, with the reason — /health reports it
+    (`backups.freshness`) and it never counts as a verified one. False only when the restore showed it damaged."""
     try:
         return verify.verify(backup, reporter, actor=backup.triggered_by)
-    except scratch.Unavailable as exc:  # the scratch cluster went away since the run began
-        raise BackupFailed(f"verification refused: {exc}") from exc
+    except scratch.Unavailable as exc:
+        reason = f"{verify.REFUSED}{exc}"
+        Backup.objects.filter(pk=backup.pk).update(verification=Backup.Verification.PENDING,
+                                                   verification_error=reason)
+        reporter.log(f"kept, NOT verified: {reason}")
+        return True
 
 
 def after_success(backup: Backup, reporter: Reporter) -> None:

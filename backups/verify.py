@@ -21,7 +21,7 @@ from django.utils import timezone
 from backups import leases
 from backups.kinds import archive
 from backups.kinds.logical import connect_or_fail
-from backups.models import Backup, BackupPolicy
+from backups.models import Backup
 from backups.restore import ONTO_SCRATCH, check_checksum, restore_logical
 from backups.rowcounts import count_rows, user_tables
 from backups.storage import catalog_manifest
@@ -72,16 +72,6 @@ def scratch_cluster_for(backup: Backup) -> ManagedCluster:
     return scratch.choose(backup.cluster, backup.server_version)
 
 
-def refusal(backup: Backup) -> str:
-    """Why `backup` could not be verified now ("" when it can): a logical backup's verification needs a scratch
-    cluster that can take it. A run checks before it takes a backup whose verification is due."""
-    if backup.kind != BackupPolicy.Kind.LOGICAL:
-        return ""
-    try:
-        scratch_cluster_for(backup)
-    except scratch.Unavailable as exc:
-        return str(exc)
-    return ""
 
 
 def verify_logical(backup: Backup, reporter: Reporter) -> str:
@@ -111,6 +101,9 @@ def verify_archive(backup: Backup, reporter: Reporter) -> str:
 
 
 # kind -> how a backup of that kind is shown restorable; registered by BackupsConfig.ready().
+# What a backup's verification_error starts with when no scratch cluster could take its restore: kept, not verified.
+REFUSED = "not verified: "
+
 VERIFIERS: dict[str, Callable[[Backup, Reporter], str]] = {}
 
 

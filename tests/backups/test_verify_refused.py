@@ -1,7 +1,8 @@
 """Without a scratch cluster that can take it, a verification is refused with the reason: none registered under
 SCRATCH_CLUSTER, one not marked scratch, one that does not answer, one older than the backup's server. A refused
 verification records nothing on the backup (it is not damaged for want of a scratch cluster) but an audit event, and
-nothing is restored anywhere; a backup whose verification is due is then not taken. A scratch cluster is never a
+nothing is restored anywhere; a backup whose verification is due is then kept, not verified, and /health says so. A
+scratch cluster is never a
 backup target itself (nor is its WAL archived), and its databases never production."""
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 
-from backups import verify
+from backups import freshness, verify
 from backups.models import Backup, BackupPolicy
-from backups.storage import locations
 from backups.wal import setup
 from portal import pg, scratch
 from portal.models import AuditEvent, ManagedCluster, ManagedDatabase
@@ -47,15 +47,18 @@ def test_without_a_scratch_cluster_a_verification_is_refused_and_the_backup_stay
         call_command("verify_backup", backup.pk)
 
 
-def test_a_backup_whose_verification_is_due_is_not_taken_without_a_scratch_cluster(logical_policy, backup_root,
-                                                                                   settings):
+def test_a_backup_whose_verification_is_due_is_kept_not_verified_and_health_says_so(logical_policy, backup_root,
+                                                                                    settings):
+    """Better a backup that could not be proven than none: kept, never counted as verified, and a failing check."""
     settings.SCRATCH_CLUSTER = "no-such-cluster"
 
     backup = run_now(logical_policy)
 
-    assert backup.status == Backup.Status.FAILED
-    assert backup.error.startswith(f"not taken: its verification is due and cannot happen: {NONE_REGISTERED}")
-    assert not backup.path and sorted(p.name for p in backup_root.rglob("*") if p.is_file()) == [locations.MARKER]
+    assert backup.status == Backup.Status.SUCCEEDED and backup.local_path.exists()
+    assert backup.verification == Backup.Verification.PENDING
+    assert backup.verification_error.startswith(f"not verified: {NONE_REGISTERED}")
+    ok, detail = freshness.state(logical_policy)
+    assert not ok and detail.startswith(f"the newest backup, #{backup.pk}, is kept but not verified: {NONE_REGISTERED}")
 
 
 def test_a_cluster_not_marked_scratch_or_not_answering_is_refused(logical_policy, settings):
