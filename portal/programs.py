@@ -240,8 +240,8 @@ def started(
     if timeout is None or not timeout > 0 or (math.isinf(timeout) and cancel is None):
         raise ValueError(f"{argv[0] if argv else 'a program'}: a time limit is needed (infinite only with a cancel "
                          f"event that ends it), not {timeout!r}")
-    running = _start(argv, timeout=timeout, stdin=stdin, stdout=stdout, run_as=run_as, cwd=cwd, env=env,
-                     umask=umask, outlives_job=outlives_job)
+    running = _start(argv, stdin=stdin, stdout=stdout, run_as=run_as, cwd=cwd, env=env, umask=umask,
+                     outlives_job=outlives_job)
     _watch_in_threads(running, timeout, cancel, on_stderr)
     try:
         if on_start:
@@ -291,8 +291,8 @@ def run(
     return result
 
 
-def _start(argv: list[str], *, timeout: float, stdin: Stdin, stdout: int | None, run_as: str | None,
-           cwd: str | Path | None, env: Mapping[str, str] | None, umask: int, outlives_job: bool) -> Running:
+def _start(argv: list[str], *, stdin: Stdin, stdout: int | None, run_as: str | None, cwd: str | Path | None,
+           env: Mapping[str, str] | None, umask: int, outlives_job: bool) -> Running:
     if not argv or not all(isinstance(a, str) for a in argv):
         raise TypeError("a program and its arguments must be strings")
     program = Path(argv[0]).name
