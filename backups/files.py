@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import posixpath
 import shutil
-import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -160,30 +158,3 @@ def fsync_tree(folder: Path) -> None:
         else:
             fsync_dir(path)
     fsync_dir(folder)
-
-
-def extract_members(tar: tarfile.TarFile, destination: Path) -> None:
-    """Every member of `tar` (read as a stream) under `destination`. A member or a link that would land outside
-    it, and a device file, are refused: what Python 3.11.4+ does with filter="tar", done here for Debian 12's
-    Python 3.11.2 too (the one every OS user of the portal can run)."""
-    keyword = {"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}
-    for member in tar:
-        if refusal := _outside(member):
-            raise tarfile.TarError(f"{member.name}: {refusal}; not extracted into {destination}")
-        tar.extract(member, destination, **keyword)
-
-
-def _outside(member: tarfile.TarInfo) -> str:
-    def escapes(path: str) -> bool:
-        normal = posixpath.normpath(path)
-        return posixpath.isabs(path) or normal == ".." or normal.startswith("../")
-
-    if escapes(member.name):
-        return "outside the destination"
-    if member.isdev():
-        return "a device file"
-    if member.issym() and escapes(posixpath.join(posixpath.dirname(member.name), member.linkname)):
-        return f"a link to {member.linkname}, outside the destination"
-    if member.islnk() and escapes(member.linkname):
-        return f"a hard link to {member.linkname}, outside the destination"
-    return ""

@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
+from django.conf import settings
+
 from backups import crypto, files
 from backups.models import Backup
 from portal import pg
@@ -78,7 +80,7 @@ def restore_logical(backup: Backup, target: pg.Target, reporter: Reporter, *, jo
     path = backup.local_path
     args = ["--exit-on-error", "--verbose", f"--dbname={target.dbname}", *extra_args]
     run = functools.partial(pg.run, "pg_restore", target=target, on_stderr=on_stderr or _restore_logger(reporter),
-                            cancel=reporter.cancel, on_start=on_start)
+                            cancel=reporter.cancel, on_start=on_start, timeout=settings.TASK_TIMEOUT)
     if backup.encrypted:
         with crypto.decrypting_reader(path) as clear:
             run(args, stdin=clear)

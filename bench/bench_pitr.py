@@ -31,6 +31,7 @@ from pathlib import Path
 from _django import portal_database
 
 from backups import pipeline, runs
+from backups.kinds import base_extract
 from backups.models import Backup, BackupPolicy, StorageLocation, WalArchive
 from backups.storage import locations
 from backups.wal import catalog as walcatalog
@@ -142,7 +143,7 @@ def compare_extraction(backup: Backup, work: Path, rounds: int = 3) -> None:
         newcluster.create_folders(cluster)
         os.sync()
         started = time.perf_counter()
-        newcluster.extract(cluster, backup, lambda done, total: None)
+        base_extract.extract(backup, cluster.data, os_user=cluster.os_user, on_bytes=lambda done, total: None)
         ours.append(time.perf_counter() - started)
         shutil.rmtree(cluster.root)
     print(f"extraction alone: tar {min(raw):.1f} s, portal (sha256 checked, tar as postgres) {min(ours):.1f} s")

@@ -65,10 +65,12 @@ def carrying(tag: str) -> list[int]:
 
 
 def end(job: Job, grace: float = GRACE_SECONDS) -> list[int]:
-    """SIGTERM to each program of `job` still running, SIGKILL to those left after `grace` seconds. Their pids."""
+    """SIGTERM (and SIGCONT) to each program of `job` still running, SIGKILL to those left after `grace` seconds.
+    Their pids."""
     tag = tag_of(job)
     found = carrying(tag)
     _send(found, signal.SIGTERM)
+    _send(found, signal.SIGCONT)  # a stopped program (a debugger, a tar stuck on a hung disk) must act on it too
     deadline = time.monotonic() + grace
     while (left := carrying(tag)) and time.monotonic() < deadline:
         time.sleep(0.1)

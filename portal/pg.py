@@ -1,42 +1,29 @@
-"""The one place that runs PostgreSQL programs and opens connections to managed databases.
+"""PostgreSQL's programs and connections to managed databases: the client binaries that match the server's major
+version, libpq's environment, pg_ctl. The programs run through `portal.programs`, the one runner (time limit,
+session, job tag, scrubbed environment, OS user, `ProgramError`).
 
-Argument lists, never a shell. Connection parameters reach a program through libpq's environment
-(PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSFILE, PGSERVICE), so a password is never in argv or a log:
-it stays in the passfile or service file the target names. Every run has a timeout and can be
-cancelled; both end the whole process group. Standard error is streamed line by line to a callback and
-its tail kept; a non-zero exit raises `PgToolError` with the program, exit code and that tail.
+Connection parameters reach a program through libpq's environment (PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSFILE,
+PGSERVICE), only those the target sets, so a password is never in argv or a log: it stays in the passfile or
+service file the target names. A libpq variable of the portal's own environment never reaches a child.
 """
 
 from __future__ import annotations
 
-import collections
-import os
-import pwd
-import re
-import signal
-import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
 import psycopg
 from django.conf import settings
 
-from portal import orphans
+from portal import programs
 
-STDERR_TAIL_LINES = 200
-_REASON = re.compile(r"\b(FATAL|ERROR|PANIC):|\berror:")
-READ_CHUNK = 1024 * 1024
-KILL_GRACE_SECONDS = 5.0
-
-# libpq variables a child must not inherit from the portal's own environment.
-_LIBPQ_VARS = (
-    "PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGPASSFILE",
-    "PGSERVICE", "PGSERVICEFILE", "PGOPTIONS", "PGAPPNAME", "PGSSLMODE", "PGCONNECT_TIMEOUT",
-)
+# One typed error and one result for every program; PostgreSQL's keep the names their callers know.
+PgToolError = programs.ProgramError
+Result = programs.Result
+APPLICATION_NAME = "paws360-portal"
 
 
 @dataclass(frozen=True)
@@ -74,69 +61,6 @@ class Target:
         return f"{self.user}@{self.host}:{self.port}/{self.dbname}"
 
 
-class PgToolError(Exception):
-    """A PostgreSQL program failed: it exited non-zero, timed out, was cancelled or could not start."""
-
-    def __init__(
-        self,
-        program: str,
-        returncode: int | None,
-        stderr_tail: Iterable[str] = (),
-        *,
-        timed_out: bool = False,
-        cancelled: bool = False,
-    ) -> None:
-        self.program = program
-        self.returncode = returncode
-        self.stderr_tail = list(stderr_tail)
-        self.timed_out = timed_out
-        self.cancelled = cancelled
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        if self.timed_out:
-            what = "timed out"
-        elif self.cancelled:
-            what = "was cancelled"
-        elif self.returncode is None:
-            what = "could not start"
-        else:
-            what = f"exited with code {self.returncode}"
-        last = "; ".join(self.reason_lines())
-        return f"{self.program} {what}" + (f": {last}" if last else "")
-
-    def reason_lines(self) -> list[str]:
-        """The server's or the program's own reason (its FATAL, ERROR or error: lines, the last two of them), then
-        the last line; without such lines, the last three."""
-        lines = [line.strip() for line in self.stderr_tail if line.strip()]
-        reasons = [line for line in lines if _REASON.search(line)][-2:]
-        if not reasons:
-            return lines[-3:]
-        return reasons + ([lines[-1]] if lines[-1] not in reasons else [])
-
-
-@dataclass
-class Result:
-    program: str
-    returncode: int
-    stderr: list[str]
-    stdout: bytes = b""
-    duration: float = 0.0
-    pid: int = 0
-
-
-@dataclass
-class _Run:
-    """The bookkeeping of one child process while it runs."""
-
-    proc: subprocess.Popen[bytes]
-    program: str
-    tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=STDERR_TAIL_LINES))
-    timed_out: bool = False
-    cancelled: bool = False
-    exited: threading.Event = field(default_factory=threading.Event)
-
-
 def bin_dir(major: int | None = None) -> Path:
     return Path(settings.PG_BIN_DIR.format(major=major or settings.PG_DEFAULT_MAJOR))
 
@@ -149,28 +73,15 @@ def bin_path(program: str, major: int | None = None) -> str:
     return str(path)
 
 
+def libpq_env(target: Target | None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """What a PostgreSQL program is given beyond the runner's environment: its name in pg_stat_activity, the
+    target's libpq variables, then `extra`."""
+    return {"PGAPPNAME": APPLICATION_NAME, **(target.libpq_env() if target else {}), **(extra or {})}
+
+
 def child_env(target: Target | None, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _LIBPQ_VARS}
-    env["PGAPPNAME"] = "paws360-portal"
-    if target is not None:
-        env.update(target.libpq_env())
-    env.update(extra or {})
-    return env
-
-
-def _environment(target: Target | None, extra: dict[str, str] | None, outlives_job: bool) -> dict[str, str]:
-    env = child_env(target, extra)
-    if outlives_job:  # not one of the job's programs for the reaper (portal.orphans) to end
-        env.pop(orphans.TAG, None)
-    return env
-
-
-def _demote(run_as: str | None) -> dict[str, object]:
-    """Popen arguments that run the child as another OS user (PostgreSQL refuses to run as root)."""
-    if not run_as or os.geteuid() != 0 or run_as == pwd.getpwuid(os.geteuid()).pw_name:
-        return {}
-    entry = pwd.getpwnam(run_as)
-    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+    """The whole environment a PostgreSQL program gets (the benchmarks run the raw tools with it)."""
+    return programs.environment(libpq_env(target, extra))
 
 
 def run(
@@ -181,7 +92,7 @@ def run(
     major: int | None = None,
     timeout: float | None = None,
     on_stderr: Callable[[str], None] | None = None,
-    stdout_sink: Callable[[bytes], None] | None = None,
+    stdout_sink: Callable[[bytes], object] | None = None,
     capture_stdout: bool = False,
     stdin: bytes | IO[bytes] | None = None,
     cancel: threading.Event | None = None,
@@ -191,110 +102,17 @@ def run(
     on_start: Callable[[int], None] | None = None,
     outlives_job: bool = False,
 ) -> Result:
-    """Run a PostgreSQL program to completion; raise `PgToolError` unless it exits 0.
+    """Run a PostgreSQL program to completion through the runner; raise `PgToolError` unless it exits 0.
 
-    `stdout_sink` receives standard output in chunks as it arrives (a dump being written, hashed on the
-    way); `capture_stdout` keeps it instead. `cancel` set from another thread ends the run. `outlives_job`: what
-    the program starts (a server) is meant to outlive the job, so the reaper leaves it alone.
+    `timeout` defaults to the task's (`programs.task_timeout()`). `stdout_sink` receives standard output in chunks
+    as it arrives; `capture_stdout` keeps it instead. `cancel` set from another thread ends the run.
+    `outlives_job`: what the program starts (a server) is meant to outlive the job, so the reaper leaves it alone.
     """
-    if not all(isinstance(a, str) for a in args):
-        raise TypeError("arguments must be strings")
     argv = [bin_path(program, major or (target.major if target else None)), *args]
-    started = time.monotonic()
-    try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE if isinstance(stdin, bytes) else (stdin or subprocess.DEVNULL),
-            stdout=subprocess.PIPE if (stdout_sink or capture_stdout) else subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=_environment(target, env, outlives_job),
-            cwd=cwd,
-            start_new_session=True,
-            **_demote(run_as),  # type: ignore[arg-type]
-        )
-    except OSError as exc:
-        raise PgToolError(program, None, [str(exc)]) from exc
-    state = _Run(proc, program)
-    if on_start:
-        on_start(proc.pid)
-    threads = [
-        threading.Thread(target=_pump_stderr, args=(state, on_stderr), daemon=True),
-        threading.Thread(target=_watch, args=(state, timeout, cancel), daemon=True),
-    ]
-    if isinstance(stdin, bytes):
-        threads.append(threading.Thread(target=_feed_stdin, args=(proc, stdin), daemon=True))
-    for thread in threads:
-        thread.start()
-    captured = bytearray()
-    try:
-        if proc.stdout is not None:
-            sink = stdout_sink or captured.extend
-            while chunk := proc.stdout.read(READ_CHUNK):
-                sink(chunk)
-        proc.wait()
-    finally:
-        state.exited.set()
-        if proc.poll() is None:
-            _kill_group(proc)
-        for thread in threads:
-            thread.join(timeout=KILL_GRACE_SECONDS * 2)
-    if proc.returncode != 0 or state.timed_out or state.cancelled:
-        raise PgToolError(program, proc.returncode, state.tail, timed_out=state.timed_out, cancelled=state.cancelled)
-    return Result(program, proc.returncode, list(state.tail), bytes(captured), time.monotonic() - started, proc.pid)
-
-
-def _pump_stderr(state: _Run, on_stderr: Callable[[str], None] | None) -> None:
-    assert state.proc.stderr is not None
-    for raw in state.proc.stderr:
-        line = raw.decode("utf-8", "replace").rstrip("\n")
-        state.tail.append(line)
-        if on_stderr:
-            on_stderr(line)
-
-
-def _feed_stdin(proc: subprocess.Popen[bytes], data: bytes) -> None:
-    assert proc.stdin is not None
-    try:
-        proc.stdin.write(data)
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass
-
-
-def _watch(state: _Run, timeout: float | None, cancel: threading.Event | None) -> None:
-    deadline = time.monotonic() + timeout if timeout else None
-    while state.proc.poll() is None:
-        if cancel is not None and cancel.is_set():
-            state.cancelled = True
-        elif deadline is not None and time.monotonic() > deadline:
-            state.timed_out = True
-        if state.cancelled or state.timed_out:
-            _kill_group(state.proc)
-            return
-        if state.exited.wait(0.1):  # the run is over, or is ending the program itself: nothing left to watch
-            return
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """End the child and everything it started: SIGTERM to the group, SIGKILL after a grace period."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + KILL_GRACE_SECONDS
-        while time.monotonic() < deadline:
-            if proc.poll() is not None and not _group_alive(proc.pid):
-                return
-            time.sleep(0.05)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    return programs.run(argv, timeout=programs.task_timeout() if timeout is None else timeout, stdin=stdin,
+                        stdout_sink=stdout_sink, capture_stdout=capture_stdout, on_stderr=on_stderr, cancel=cancel,
+                        run_as=run_as, cwd=cwd, env=libpq_env(target, env), outlives_job=outlives_job,
+                        on_start=on_start)
 
 
 def connect(

@@ -1,9 +1,10 @@
-"""The shape of the code, checked: small modules, `portal` using no app, no import circle across sub-packages, and
-models that import no procedure."""
+"""The shape of the code, checked: small modules, `portal` using no app, no import circle across sub-packages,
+models that import no procedure, and one module that starts programs."""
 
 from __future__ import annotations
 
 import ast
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -125,3 +126,91 @@ def test_each_app_registers_what_it_contributes_in_ready(app):
         assigned = [node for node in tree.body if isinstance(node, ast.Assign)
                     and any(isinstance(t, ast.Subscript) for t in node.targets)]
         assert not calls and not assigned, f"{path.relative_to(PROJECT)} registers something when imported"
+
+
+RUNNER = "portal.programs"
+ARCHIVE_COMMAND = "backups.wal.walarchive"  # run by PostgreSQL without Django: it spawns zstd itself
+PROCESS_MODULES = {"subprocess", "pty", "multiprocessing"}
+OS_STARTERS = re.compile(r"(system|popen|fork|forkpty|posix_spawnp?|exec[lv]p?e?|spawn[lv]p?e?)")
+ASYNC_STARTERS = {"create_subprocess_exec", "create_subprocess_shell"}
+ARCHIVE_COMMAND_OWN = {"Child", "run_zstd", "open_content", "close_content", "same_content"}
+
+
+def starters_among(module: str, names: set[str]) -> set[str]:
+    """The names imported from `module` that start a process."""
+    if module.split(".")[0] in PROCESS_MODULES:
+        return names
+    if module == "os":
+        return {name for name in names if OS_STARTERS.fullmatch(name)}
+    if module == "asyncio":
+        return names & ASYNC_STARTERS
+    return names & ARCHIVE_COMMAND_OWN if module.endswith("walarchive") else set()
+
+
+def starts_a_process(owner: str, name: str) -> bool:
+    """`owner.name` (a module's attribute) starts a process."""
+    return owner in PROCESS_MODULES or bool(starters_among(owner, {name}))
+
+
+def process_starts(source: str) -> list[str]:
+    """Every way `source` starts a process, or could: an import of subprocess, pty or multiprocessing (or of what
+    starts one from os, asyncio or the archive command), a call of os.system, os.popen, os.fork, os.posix_spawn,
+    an os.exec* or os.spawn*, and the archive command's own way of running zstd."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [f"import {a.name}" for a in node.names if a.name.split(".")[0] in PROCESS_MODULES]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = starters_among(node.module, {alias.name for alias in node.names})
+            found += [f"from {node.module} import {name}" for name in sorted(names)]
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            if starts_a_process(node.value.id, node.attr):
+                found.append(f"{node.value.id}.{node.attr}")
+        elif isinstance(node, ast.Call) and any(isinstance(a, ast.Constant) and a.value in PROCESS_MODULES
+                                                for a in node.args):  # __import__("subprocess"), import_module(...)
+            found.append(ast.unparse(node))
+    return found
+
+
+def test_no_module_outside_the_runner_starts_a_process():
+    """Every program starts in portal/programs.py (time limit, session, job tag, scrubbed environment, OS user,
+    one typed error); the standalone archive command, run by PostgreSQL without Django, is the one exception."""
+    starting = {name: found for name, path in MODULES.items()
+                if name not in (RUNNER, ARCHIVE_COMMAND) and (found := process_starts(path.read_text()))}
+    assert starting == {}
+    assert process_starts(MODULES[RUNNER].read_text()) and process_starts(MODULES[ARCHIVE_COMMAND].read_text()), \
+        "the check sees the two modules that do start processes"
+
+
+@pytest.mark.parametrize("source", [
+    "import subprocess",
+    "import subprocess as sp",
+    "from subprocess import run",
+    "import multiprocessing.pool",
+    "import pty\npty.spawn(['sh'])",
+    "import os\nos.system('ls')",
+    "import os\nos.popen('ls')",
+    "import os\nos.execvp('ls', ['ls'])",
+    "import os\nos.execl('/bin/ls', 'ls')",
+    "import os\nos.spawnlp(os.P_WAIT, 'ls', 'ls')",
+    "import os\npid = os.fork()",
+    "import os\nos.forkpty()",
+    "import os\nos.posix_spawn('/bin/ls', ['ls'], {})",
+    "from os import posix_spawnp",
+    "from os import execv as run",
+    "import asyncio\nasyncio.create_subprocess_exec('ls')",
+    "from asyncio import create_subprocess_shell",
+    "from backups.wal import walarchive\nwalarchive.open_content(path)",
+    "from backups.wal.walarchive import Child",
+    "def late():\n    import subprocess\n    subprocess.run(['ls'])",
+    "proc = __import__('subprocess')",
+    "import importlib\nimportlib.import_module('pty')",
+])
+def test_the_check_finds_each_way_of_starting_a_process(source: str):
+    assert process_starts(source) != []
+
+
+def test_the_check_lets_signals_and_the_runner_be():
+    source = ("import os\nfrom portal import programs\nos.kill(1, 9)\nos.killpg(1, 15)\nos.getpid()\n"
+              "programs.run(['/bin/true'], timeout=5)\nfrom backups.wal import walarchive\nwalarchive.zstd_program()")
+    assert process_starts(source) == []

@@ -8,6 +8,7 @@ Start and end LSN, timeline and the first WAL segment it needs come from the man
 Verification first checks each tar file's sha256 against the catalog: pg_verifybackup has no checksum of the WAL,
 it parses the records between the start and the end, and a flipped byte elsewhere in pg_wal.tar goes unnoticed.
 PostgreSQL 15's pg_verifybackup reads plain-format backups only, so verification then extracts the tar files
+(`base_extract`, the extractor recovery uses too, as the portal's own user: the copy is the portal's to read back)
 into a temporary folder beside the backup and runs the full check there: every file against the manifest's
 checksums, and the WAL range parsed with pg_waldump.
 """
@@ -16,15 +17,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import tarfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
 
 from backups import files
+from backups.kinds import base_extract
 from backups.kinds.logical import backup_stamp
 from backups.models import Backup, BackupPolicy
 from backups.restore import check_checksum
@@ -162,26 +163,16 @@ def record(backup: Backup, folder: Path, facts: dict[str, object]) -> None:
                                "manifest"])
 
 
-def extract(folder: Path, into: Path) -> None:
-    """base.tar[.zst] into `into`, pg_wal.tar[.zst] into `into`/pg_wal, and the manifest beside them."""
-    for tar_path in sorted(folder.glob("*.tar*")):
-        base = tar_path.name.split(".tar")[0]
-        destination = into / "pg_wal" if base == "pg_wal" else into
-        if base not in ("base", "pg_wal"):
-            destination = into / "pg_tblspc_extracted" / base  # a tablespace, by OID
-        destination.mkdir(parents=True, exist_ok=True)
-        stream, proc = walarchive.open_content(tar_path)
-        try:
-            with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
-                files.extract_members(tar, destination)
-        finally:
-            walarchive.close_content(stream, proc, tar_path)
-    shutil.copy2(folder / "backup_manifest", into / "backup_manifest")
-
-
 def verify_scratch(folder: Path) -> Path:
     """Where verification extracts the base backup in `folder`, beside it."""
     return folder.with_name(f".verify-{folder.name}")
+
+
+def _extracting(reporter: Reporter) -> Callable[[int, int], None]:
+    def on_bytes(done: int, total: int) -> None:
+        reporter.progress(note=f"verifying: extracting {done / 2**20:.0f} of {total / 2**20:.0f} MB")
+
+    return on_bytes
 
 
 def check(backup: Backup, reporter: Reporter) -> str:
@@ -194,10 +185,12 @@ def check(backup: Backup, reporter: Reporter) -> str:
     scratch = verify_scratch(folder)
     try:
         shutil.rmtree(scratch, ignore_errors=True)
-        extract(folder, scratch)
+        scratch.mkdir(mode=0o700)
+        base_extract.extract(backup, scratch, os_user=None, on_bytes=_extracting(reporter), cancel=reporter.cancel)
+        shutil.copy2(folder / "backup_manifest", scratch / "backup_manifest")
         pg.run("pg_verifybackup", [str(scratch)], major=backup.cluster.major, timeout=settings.TASK_TIMEOUT,
                on_stderr=reporter.log)
-    except (pg.PgToolError, OSError, tarfile.TarError, walarchive.ArchiveError) as exc:
+    except (pg.PgToolError, OSError, base_extract.ExtractError) as exc:
         raise VerificationFailed(f"pg_verifybackup: {exc}") from exc
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from django.conf import settings
 from django.utils import timezone
 
 from backups import crypto, files
@@ -208,7 +209,8 @@ def _run_dump(backup: Backup, reporter: Reporter, snapshot_id: str, final: Path,
     def dump(extra: list[str], **kwargs: object) -> None:
         kwargs.setdefault("on_stderr", log_line)
         pg.run("pg_dump", [*args, *extra], target=target, cancel=reporter.cancel,  # type: ignore[arg-type]
-               on_start=lambda pid: reporter.log(f"pg_dump started (pid {pid})"), **kwargs)
+               timeout=settings.TASK_TIMEOUT, on_start=lambda pid: reporter.log(f"pg_dump started (pid {pid})"),
+               **kwargs)
 
     if backup.format == BackupPolicy.DumpFormat.DIRECTORY:
         with (files.atomic_folder(final) as temp, FolderProgress(temp, lambda n: reporter.progress(done=n)),

@@ -9,6 +9,7 @@ numbers missing (or damaged) between the oldest and the newest segment kept.
 from __future__ import annotations
 
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Iterable
@@ -23,7 +24,7 @@ from django.utils import timezone
 from backups import files
 from backups.models import WalArchive, WalSegment
 from backups.wal import walarchive
-from portal import audit, pg
+from portal import audit, pg, programs
 
 COMMIT_RE = re.compile(r"desc: (?:COMMIT|ABORT) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC")
 STALE_TEMP_SECONDS = 3600
@@ -74,18 +75,27 @@ def archived_files(folder: Path) -> dict[str, Path]:
     return found
 
 
+ZSTD_TIMEOUT = 120  # a segment is at most a few dozen MB
+
+
+def _zstd(args: list[str]) -> None:
+    """zstd through the runner (the worker's; the archive command runs its own)."""
+    programs.run([walarchive.zstd_program(), "-q", *args], timeout=ZSTD_TIMEOUT)
+
+
+def plain_copy(path: Path, into: Path) -> None:
+    """The stored file's original bytes (decompressed, for a .zst) as the file `into`."""
+    if path.name.endswith(walarchive.ZSTD_SUFFIX):
+        _zstd(["--decompress", "--force", "-o", str(into), str(path)])
+    else:
+        shutil.copyfile(path, into)
+
+
 def last_commit_in(path: Path, name: str, major: int | None) -> datetime | None:
     """The newest commit or abort timestamp in one segment, read with pg_waldump."""
     lines: list[bytes] = []
     with tempfile.TemporaryDirectory(prefix="paws360-waldump-") as tmp:
-        plain = Path(tmp) / name
-        stream, proc = walarchive.open_content(path)
-        try:
-            with open(plain, "wb") as out:
-                while chunk := stream.read(files.CHUNK):  # type: ignore[attr-defined]
-                    out.write(chunk)
-        finally:
-            walarchive.close_content(stream, proc, path)
+        plain_copy(path, Path(tmp) / name)
         try:
             pg.run("pg_waldump", ["--rmgr=Transaction", f"--path={tmp}", name], major=major, timeout=120,
                    stdout_sink=lines.append, env={"TZ": "UTC"})
@@ -103,15 +113,10 @@ def check_stored(path: Path) -> str:
     """'' when the stored file reads back whole (a zstd frame's own checksum), else the problem."""
     if not path.name.endswith(walarchive.ZSTD_SUFFIX):
         return ""
-    stream, proc = walarchive.open_content(path)
     try:
-        while stream.read(files.CHUNK):  # type: ignore[attr-defined]
-            pass
-    finally:
-        try:
-            walarchive.close_content(stream, proc, path)
-        except walarchive.ArchiveError as exc:
-            return str(exc)
+        _zstd(["--test", str(path)])
+    except programs.ProgramError as exc:
+        return f"{path}: cannot be decompressed (damaged?): {exc}"
     return ""
 
 

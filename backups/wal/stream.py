@@ -11,6 +11,7 @@ archiver (walstatus) and raises an alert when it grows or the slot is lost.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from collections.abc import Callable
@@ -65,7 +66,7 @@ def receive(archive: WalArchive, stop: threading.Event, log: Callable[[str], Non
     while not stop.is_set():
         try:
             pg.run("pg_receivewal", args, target=archive.cluster.target(), cancel=stop, on_stderr=log,
-                   env={"PGAPPNAME": application_name(archive)})
+                   env={"PGAPPNAME": application_name(archive)}, timeout=math.inf)  # until `stop`: a receiver
         except pg.PgToolError as exc:
             if stop.is_set():
                 break

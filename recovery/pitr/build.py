@@ -15,6 +15,7 @@ from django.db import IntegrityError
 from django.utils import timezone
 
 from backups import leases
+from backups.kinds import base_extract
 from backups.models import Backup, WalArchive
 from backups.verify import mark_damaged
 from backups.wal import setup, walarchive
@@ -114,7 +115,7 @@ def extracted(build: Build, by_hand: bool) -> bool:
     try:
         extract(build)
         return True
-    except newcluster.DamagedBackup as damage:
+    except base_extract.DamagedBackup as damage:
         say = build.say(STEP_EXTRACT)
         mark_damaged(build.backup, str(damage), found_by=f"recovery #{build.request.pk} extracting it",
                      actor="system:recovery")
@@ -126,7 +127,7 @@ def extracted(build: Build, by_hand: bool) -> bool:
         try:
             build.backup = choose_backup(build.source, build.target_time, say)
         except Refused as exc:
-            raise newcluster.DamagedBackup(f"{damage}; no other base backup can serve: {exc}") from damage
+            raise base_extract.DamagedBackup(f"{damage}; no other base backup can serve: {exc}") from damage
         say(f"falling back to the next good base backup, {describe(build.backup)}")
         RecoveryRequest.objects.filter(pk=build.request.pk).update(backup=build.backup)
         return False
@@ -147,7 +148,8 @@ def extract(build: Build) -> None:
         within(done, total, f"extracting the base backup: {done / 2**20:.0f} of {total / 2**20:.0f} MB "
                             "(sha256 checked as it is read)")
 
-    newcluster.extract(build.cluster, build.backup, on_bytes, build.reporter.cancel)
+    base_extract.extract(build.backup, build.cluster.data, os_user=build.cluster.os_user, on_bytes=on_bytes,
+                         cancel=build.reporter.cancel)
     say("extracted; every file's sha256 matched the catalog")
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from backups.kinds import base_extract
 from backups.models import Backup, BackupPolicy, WalArchive
 from backups.wal import walarchive
 from portal import pg
@@ -112,7 +113,7 @@ def test_what_a_dead_run_left_running_is_cleaned_up_by_the_next_recovery(archivi
                         work_directory=str(cluster.root), destination_name=cluster.name, error="reaped: gone")
     dead.save()
     newcluster.create_folders(cluster)
-    newcluster.extract(cluster, backup, lambda done, total: None)
+    base_extract.extract(backup, cluster.data, os_user=cluster.os_user, on_bytes=lambda done, total: None)
     port = pitr.free_port()
     passfile.write(archiving.cluster, cluster.name, "127.0.0.1", port)
     newcluster.write_settings(cluster, pitr.recovery_settings(cluster, port, archiving, marked_target), "test")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from backups.kinds import base_extract
 from backups.models import Backup, WalArchive
 from backups.wal import walarchive
 from portal import pg
@@ -36,7 +37,7 @@ def test_wal_that_runs_out_before_the_target_ends_recovery_as_a_failure(archivin
     newest_segment(archiving).unlink()  # the segment with the first commit after the target, gone unnoticed
     cluster = NewCluster(newcluster.folder_for("ran-out"), RUN_AS, 15)
     newcluster.create_folders(cluster)
-    newcluster.extract(cluster, backup, lambda done, total: None)
+    base_extract.extract(backup, cluster.data, os_user=cluster.os_user, on_bytes=lambda done, total: None)
     port = pitr.free_port()
     credentials = passfile.write(archiving.cluster, cluster.name, "127.0.0.1", port)
     newcluster.write_settings(cluster, pitr.recovery_settings(cluster, port, archiving, marked_target), "test")
